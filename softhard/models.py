@@ -1,0 +1,469 @@
+"""Model pytrees: routers, expert banks, mixtures, teachers and input laws (§2, §5).
+
+Every model is a frozen dataclass registered as a pytree
+(`jax.tree_util.register_dataclass`) whose `__call__` handles one input
+`x: [d]`. A router returns logits `a(x): [K]` (2.2); an expert bank returns the
+outputs of all `K` experts `(f_1(x), …, f_K(x)): [K]`. Batched versions live in
+`softhard.routing` (`logits`, `expert_outputs`), which `vmap` over rows.
+
+A user's own router or expert bank is *any* pytree with such a `__call__`:
+nothing needs to be registered with softhard.
+
+Input laws (`Gaussian`, `Uniform`, `GaussianMixture`) are pytrees with
+`.sample(key, n) -> [n, d]` and `.log_prob(x: [d]) -> scalar`.
+
+Shapes are checked on construction on the trailing axes only, so a stack of
+models (extra leading axes, for `vmap` over models) is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "LinearRouter",
+    "MLPRouter",
+    "LinearExperts",
+    "MLPExperts",
+    "MoE",
+    "Teacher",
+    "Gaussian",
+    "StandardGaussian",
+    "Uniform",
+    "GaussianMixture",
+]
+
+
+# ----------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------
+
+
+def _as_array(obj, name: str):
+    """Turn user input (lists, numbers, NumPy) into a JAX array; leave the rest.
+
+    `register_dataclass` rebuilds objects through the constructor during tree
+    operations, with placeholders (None, sentinels, tracers) as leaves, so only
+    plain data is converted.
+    """
+    del name
+    if isinstance(obj, (list, tuple, int, float, np.ndarray, np.generic)):
+        return jnp.asarray(obj, dtype=jnp.result_type(float))
+    return obj
+
+
+def _shaped(*objs) -> bool:
+    return all(hasattr(o, "shape") and hasattr(o, "ndim") for o in objs)
+
+
+def _convert_fields(self, names) -> None:
+    for n in names:
+        object.__setattr__(self, n, _as_array(getattr(self, n), n))
+
+
+def _fail(cls: str, msg: str):
+    raise ValueError(f"{cls}: {msg}")
+
+
+def _pytree(cls):
+    return jax.tree_util.register_dataclass(dataclasses.dataclass(frozen=True)(cls))
+
+
+# ----------------------------------------------------------------------------
+# routers
+# ----------------------------------------------------------------------------
+
+
+@_pytree
+class LinearRouter:
+    """Linear router `a(x) = W x + b` (2.2).
+
+    Attributes:
+        W: `[K, d]` router weights (row k scores expert k).
+        b: `[K]` biases.
+
+    >>> r = LinearRouter(W=[[1.0, 0.0], [0.0, 1.0]], b=[0.0, 0.0])
+    >>> r(jnp.array([2.0, 1.0])).tolist()
+    [2.0, 1.0]
+    """
+
+    W: jax.Array
+    b: jax.Array
+
+    def __post_init__(self):
+        _convert_fields(self, ("W", "b"))
+        if _shaped(self.W, self.b):
+            if self.W.ndim < 2:
+                _fail("LinearRouter", f"`W` must have shape [K, d], got {self.W.shape}")
+            if self.b.shape[-1:] != self.W.shape[-2:-1]:
+                _fail(
+                    "LinearRouter",
+                    f"`b` must have shape [K] = ({self.W.shape[-2]},) to match `W` "
+                    f"{self.W.shape}, got {self.b.shape}",
+                )
+            if self.W.shape[-2] < 2:
+                _fail("LinearRouter", f"needs K >= 2 experts, `W` has shape {self.W.shape}")
+
+    @property
+    def num_experts(self) -> int:
+        return self.W.shape[-2]
+
+    @property
+    def dim(self) -> int:
+        return self.W.shape[-1]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """`x: [d] -> logits: [K]`."""
+        return jnp.dot(self.W, x, precision=jax.lax.Precision.HIGHEST) + self.b
+
+
+@_pytree
+class MLPRouter:
+    """One-hidden-layer router `a(x) = W2 act(W1 x + b1) + b2`.
+
+    Attributes:
+        W1: `[H, d]`, b1: `[H]`, W2: `[K, H]`, b2: `[K]`.
+        activation: elementwise function (static), default `jnp.tanh`.
+    """
+
+    W1: jax.Array
+    b1: jax.Array
+    W2: jax.Array
+    b2: jax.Array
+    activation: Callable = dataclasses.field(default=jnp.tanh, metadata={"static": True})
+
+    def __post_init__(self):
+        _convert_fields(self, ("W1", "b1", "W2", "b2"))
+        if _shaped(self.W1, self.b1, self.W2, self.b2):
+            H = self.W1.shape[-2] if self.W1.ndim >= 2 else None
+            if H is None or self.b1.shape[-1:] != (H,) or self.W2.shape[-1:] != (H,):
+                _fail(
+                    "MLPRouter",
+                    f"expected W1 [H, d], b1 [H], W2 [K, H]; got W1 {self.W1.shape}, "
+                    f"b1 {self.b1.shape}, W2 {self.W2.shape}",
+                )
+            if self.W2.ndim < 2 or self.b2.shape[-1:] != self.W2.shape[-2:-1]:
+                _fail("MLPRouter", f"`b2` must have shape [K] to match W2 {self.W2.shape}")
+            if self.W2.shape[-2] < 2:
+                _fail("MLPRouter", f"needs K >= 2 experts, `W2` has shape {self.W2.shape}")
+
+    @property
+    def num_experts(self) -> int:
+        return self.W2.shape[-2]
+
+    @property
+    def dim(self) -> int:
+        return self.W1.shape[-1]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """`x: [d] -> logits: [K]`."""
+        hp = jax.lax.Precision.HIGHEST
+        h = self.activation(jnp.dot(self.W1, x, precision=hp) + self.b1)
+        return jnp.dot(self.W2, h, precision=hp) + self.b2
+
+
+# ----------------------------------------------------------------------------
+# experts
+# ----------------------------------------------------------------------------
+
+
+@_pytree
+class LinearExperts:
+    """A bank of `K` linear experts `f_k(x) = B_k · x + c_k`.
+
+    Attributes:
+        B: `[K, d]`, c: `[K]`.
+    """
+
+    B: jax.Array
+    c: jax.Array
+
+    def __post_init__(self):
+        _convert_fields(self, ("B", "c"))
+        if _shaped(self.B, self.c):
+            if self.B.ndim < 2 or self.c.shape[-1:] != self.B.shape[-2:-1]:
+                _fail(
+                    "LinearExperts",
+                    f"expected B [K, d] and c [K]; got B {self.B.shape}, c {self.c.shape}",
+                )
+
+    @property
+    def num_experts(self) -> int:
+        return self.B.shape[-2]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """`x: [d] -> outputs: [K]`."""
+        return jnp.dot(self.B, x, precision=jax.lax.Precision.HIGHEST) + self.c
+
+
+@_pytree
+class MLPExperts:
+    """`K` one-hidden-layer experts `f_k(x) = W2_k · act(W1_k x + b1_k) + b2_k`.
+
+    Attributes:
+        W1: `[K, H, d]`, b1: `[K, H]`, W2: `[K, H]`, b2: `[K]`.
+        activation: elementwise function (static), default `jnp.tanh`.
+    """
+
+    W1: jax.Array
+    b1: jax.Array
+    W2: jax.Array
+    b2: jax.Array
+    activation: Callable = dataclasses.field(default=jnp.tanh, metadata={"static": True})
+
+    def __post_init__(self):
+        _convert_fields(self, ("W1", "b1", "W2", "b2"))
+        if _shaped(self.W1, self.b1, self.W2, self.b2):
+            ok = (
+                self.W1.ndim >= 3
+                and self.b1.shape[-2:] == self.W1.shape[-3:-1]
+                and self.W2.shape[-2:] == self.W1.shape[-3:-1]
+                and self.b2.shape[-1:] == self.W1.shape[-3:-2]
+            )
+            if not ok:
+                _fail(
+                    "MLPExperts",
+                    f"expected W1 [K, H, d], b1 [K, H], W2 [K, H], b2 [K]; got W1 "
+                    f"{self.W1.shape}, b1 {self.b1.shape}, W2 {self.W2.shape}, b2 {self.b2.shape}",
+                )
+
+    @property
+    def num_experts(self) -> int:
+        return self.W1.shape[-3]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """`x: [d] -> outputs: [K]`."""
+        hp = jax.lax.Precision.HIGHEST
+        h = self.activation(jnp.einsum("khd,d->kh", self.W1, x, precision=hp) + self.b1)
+        return jnp.sum(self.W2 * h, axis=-1) + self.b2
+
+
+# ----------------------------------------------------------------------------
+# mixtures and teachers
+# ----------------------------------------------------------------------------
+
+
+def _softmax_gates(a: jax.Array, tau) -> jax.Array:
+    # log-sum-exp form: subtract the max before dividing by tau (2.3)
+    return jax.nn.softmax((a - jnp.max(a)) / tau)
+
+
+@_pytree
+class MoE:
+    """A mixture of experts: a router and an expert bank with the same `K`.
+
+    `model(x, tau)` is the soft prediction (2.4) at one input `x: [d]`;
+    `model.hard(x)` is the hard prediction (2.10) with the lowest-index tie rule
+    (2.9). Batched versions: `softhard.soft_predict`, `softhard.hard_predict`.
+    """
+
+    router: object
+    experts: object
+
+    def __call__(self, x: jax.Array, tau) -> jax.Array:
+        """`x: [d]`, scalar `tau > 0` -> scalar `f_tau(x)` (2.4)."""
+        return jnp.sum(_softmax_gates(self.router(x), tau) * self.experts(x))
+
+    def hard(self, x: jax.Array) -> jax.Array:
+        """`x: [d]` -> scalar `f_0(x)` (2.10): the output of the lowest-index winner."""
+        return self.experts(x)[jnp.argmax(self.router(x))]
+
+
+@_pytree
+class Teacher:
+    """A hard-routed teacher (5.1): `Y = f*_{k*(X)}(X) + ξ`, `ξ ~ N(0, noise_std²)`.
+
+    The partition `C_k = {x : k*(x) = k}` is the hard partition of `router`
+    (lowest index wins ties, (2.9)); `experts` are the teacher experts `f*_k`.
+
+    Attributes:
+        router: any router pytree (`x: [d] -> [K]`).
+        experts: any expert bank (`x: [d] -> [K]`).
+        noise_std: scalar noise standard deviation `σ_ξ ≥ 0`.
+    """
+
+    router: object
+    experts: object
+    noise_std: jax.Array = 0.0
+
+    def __post_init__(self):
+        _convert_fields(self, ("noise_std",))
+        ns = self.noise_std
+        if _shaped(ns) and not isinstance(ns, jax.core.Tracer) and ns.ndim == 0:
+            if not float(ns) >= 0.0:
+                _fail("Teacher", f"`noise_std` must be >= 0, got {float(ns)!r}")
+
+    def regression(self, x: jax.Array) -> jax.Array:
+        """`x: [d]` -> `f*(x)` (5.2), the noiseless target."""
+        return self.experts(x)[jnp.argmax(self.router(x))]
+
+    def cell(self, x: jax.Array) -> jax.Array:
+        """`x: [d]` -> the teacher cell index `k` with `x ∈ C_k` (5.10)."""
+        return jnp.argmax(self.router(x))
+
+    def sample(self, key: jax.Array, law, n: int) -> tuple[jax.Array, jax.Array]:
+        """Draw `(x: [n, d], y: [n])` with `x ~ law` and `y = f*(x) + ξ`."""
+        kx, ky = jax.random.split(key)
+        x = law.sample(kx, n)
+        y = jax.vmap(self.regression)(x)
+        noise = jax.random.normal(ky, (n,), dtype=y.dtype)
+        return x, y + self.noise_std * noise
+
+
+# ----------------------------------------------------------------------------
+# input laws
+# ----------------------------------------------------------------------------
+
+
+def _cholesky(cov: jax.Array) -> jax.Array:
+    return jnp.linalg.cholesky(cov)
+
+
+@_pytree
+class Gaussian:
+    """Gaussian input law `N(mean, cov)`.
+
+    Attributes:
+        mean: `[d]`, cov: `[d, d]` symmetric positive definite.
+
+    >>> law = Gaussian(mean=[0.0, 0.0], cov=[[1.0, 0.0], [0.0, 1.0]])
+    >>> law.sample(jax.random.key(0), 5).shape
+    (5, 2)
+    """
+
+    mean: jax.Array
+    cov: jax.Array
+
+    def __post_init__(self):
+        _convert_fields(self, ("mean", "cov"))
+        if _shaped(self.mean, self.cov):
+            d = self.mean.shape[-1:] if self.mean.ndim else None
+            if d is None or self.cov.shape[-2:] != d * 2:
+                _fail(
+                    "Gaussian",
+                    f"expected mean [d] and cov [d, d]; got mean {self.mean.shape}, "
+                    f"cov {self.cov.shape}",
+                )
+            if not isinstance(self.cov, jax.core.Tracer) and self.cov.ndim == 2:
+                c = np.asarray(self.cov)
+                if not np.allclose(c, c.T, rtol=1e-6, atol=1e-12):
+                    _fail("Gaussian", "`cov` must be symmetric")
+                if np.all(np.isfinite(c)) and np.linalg.eigvalsh(c).min() <= 0:
+                    _fail("Gaussian", "`cov` must be positive definite")
+
+    @property
+    def dim(self) -> int:
+        return self.mean.shape[-1]
+
+    def sample(self, key: jax.Array, n: int) -> jax.Array:
+        """`n` draws, `[n, d]`."""
+        z = jax.random.normal(key, (n, self.dim), dtype=self.mean.dtype)
+        return self.mean + z @ _cholesky(self.cov).T
+
+    def log_prob(self, x: jax.Array) -> jax.Array:
+        """Log density at one point `x: [d]` -> scalar."""
+        L = _cholesky(self.cov)
+        z = jax.scipy.linalg.solve_triangular(L, x - self.mean, lower=True)
+        logdet = 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
+        return -0.5 * (jnp.sum(z**2) + logdet + self.dim * math.log(2 * math.pi))
+
+
+def StandardGaussian(d: int) -> Gaussian:  # noqa: N802 - a constructor by name
+    """The standard Gaussian `N(0, I_d)` as a `Gaussian` law."""
+    if int(d) < 1:
+        raise ValueError(f"`d` must be a positive dimension, got {d!r}")
+    dtype = jnp.result_type(float)
+    return Gaussian(mean=jnp.zeros(d, dtype), cov=jnp.eye(d, dtype=dtype))
+
+
+@_pytree
+class Uniform:
+    """Uniform law on the box `[low, high]` (`low, high: [d]`, `low < high`)."""
+
+    low: jax.Array
+    high: jax.Array
+
+    def __post_init__(self):
+        _convert_fields(self, ("low", "high"))
+        if _shaped(self.low, self.high):
+            if self.low.ndim < 1 or self.low.shape != self.high.shape:
+                _fail(
+                    "Uniform",
+                    f"`low` and `high` must both have shape [d]; got {self.low.shape}, "
+                    f"{self.high.shape}",
+                )
+            if not isinstance(self.low, jax.core.Tracer) and not isinstance(
+                self.high, jax.core.Tracer
+            ):
+                if not np.all(np.asarray(self.low) < np.asarray(self.high)):
+                    _fail("Uniform", "`low` must be < `high` in every coordinate")
+
+    @property
+    def dim(self) -> int:
+        return self.low.shape[-1]
+
+    def sample(self, key: jax.Array, n: int) -> jax.Array:
+        """`n` draws, `[n, d]`."""
+        u = jax.random.uniform(key, (n, self.dim), dtype=self.low.dtype)
+        return self.low + u * (self.high - self.low)
+
+    def log_prob(self, x: jax.Array) -> jax.Array:
+        """Log density at `x: [d]` (−inf outside the box)."""
+        inside = jnp.all((x >= self.low) & (x <= self.high))
+        return jnp.where(inside, -jnp.sum(jnp.log(self.high - self.low)), -jnp.inf)
+
+
+@_pytree
+class GaussianMixture:
+    """Mixture `Σ_c w_c N(means_c, covs_c)`.
+
+    Attributes:
+        weights: `[C]` non-negative, summing to 1.
+        means: `[C, d]`, covs: `[C, d, d]`.
+    """
+
+    weights: jax.Array
+    means: jax.Array
+    covs: jax.Array
+
+    def __post_init__(self):
+        _convert_fields(self, ("weights", "means", "covs"))
+        if _shaped(self.weights, self.means, self.covs):
+            ok = (
+                self.means.ndim >= 2
+                and self.weights.shape[-1:] == self.means.shape[-2:-1]
+                and self.covs.shape[-3:] == self.means.shape[-2:] + self.means.shape[-1:]
+            )
+            if not ok:
+                _fail(
+                    "GaussianMixture",
+                    f"expected weights [C], means [C, d], covs [C, d, d]; got "
+                    f"{self.weights.shape}, {self.means.shape}, {self.covs.shape}",
+                )
+            if not isinstance(self.weights, jax.core.Tracer) and self.weights.ndim == 1:
+                w = np.asarray(self.weights)
+                if np.any(w < 0) or not np.isclose(w.sum(), 1.0):
+                    _fail("GaussianMixture", f"`weights` must be >= 0 and sum to 1, got {w}")
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[-1]
+
+    def sample(self, key: jax.Array, n: int) -> jax.Array:
+        """`n` draws, `[n, d]`."""
+        kc, kz = jax.random.split(key)
+        comp = jax.random.choice(kc, self.weights.shape[0], (n,), p=self.weights)
+        z = jax.random.normal(kz, (n, self.dim), dtype=self.means.dtype)
+        L = jax.vmap(_cholesky)(self.covs)
+        return self.means[comp] + jnp.einsum("nij,nj->ni", L[comp], z)
+
+    def log_prob(self, x: jax.Array) -> jax.Array:
+        """Log density at `x: [d]`."""
+        comps = jax.vmap(lambda m, c: Gaussian(m, c).log_prob(x))(self.means, self.covs)
+        return jax.nn.logsumexp(comps, b=self.weights)

@@ -1,0 +1,150 @@
+"""Soft and hard predictors, risks and temperature sweeps (§2, §4).
+
+`soft_risk` / `hard_risk` are the empirical objectives on the given sample:
+differentiable scalars to `grad`. `risk_sweep` estimates the population soft
+risk (2.5), hard risk (2.11) and their gap at many temperatures in one pass,
+with standard errors, streaming over sample chunks.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._stats import Estimate, chunk_size_for, stream_moments
+from ._validate import check_finite_params, check_tau, check_taus, check_xy
+from .routing import expert_outputs, gates, hard_gates, logits
+
+__all__ = [
+    "Estimate",
+    "RiskSweep",
+    "soft_predict",
+    "hard_predict",
+    "soft_risk",
+    "hard_risk",
+    "risk_sweep",
+]
+
+
+class RiskSweep(NamedTuple):
+    """Soft and hard risks over a temperature grid, with standard errors.
+
+    Attributes:
+        soft: `Estimate` of `L_τ` (2.5); value, stderr `[T]`.
+        hard: `Estimate` of `L_0` (2.11); value, stderr scalars.
+        gap: `Estimate` of `L_τ − L_0` from paired per-sample differences; `[T]`.
+    """
+
+    soft: Estimate  # [T]
+    hard: Estimate  # []
+    gap: Estimate  # [T]
+
+
+def soft_predict(model, x: jax.Array, tau) -> jax.Array:
+    """Soft predictor `f_τ(x) = Σ_k π_k^τ(x) f_k(x)` (2.4).
+
+    Args:
+        model: a pytree with `.router` and `.experts` (e.g. `MoE`).
+        x: `[N, d]` inputs.
+        tau: scalar temperature `> 0`.
+
+    Returns:
+        `[N]` predictions.
+    """
+    check_tau(tau)
+    return jnp.sum(gates(logits(model.router, x), tau) * expert_outputs(model.experts, x), -1)
+
+
+def hard_predict(model, x: jax.Array) -> jax.Array:
+    """Hard predictor `f_0(x) = f_{k*(x)}(x)` (2.10), lowest index winning ties (2.9): `[N]`."""
+    return jnp.sum(hard_gates(logits(model.router, x)) * expert_outputs(model.experts, x), -1)
+
+
+def soft_risk(model, x: jax.Array, y: jax.Array, tau) -> jax.Array:
+    """Empirical soft risk `(1/N) Σ_n (y_n − f_τ(x_n))²` (2.5): a scalar objective.
+
+    Args:
+        model: a pytree with `.router` and `.experts`.
+        x: `[N, d]`, y: `[N]`, tau: scalar `> 0`.
+    """
+    x, y = check_xy(x, y)
+    return jnp.mean((y - soft_predict(model, x, tau)) ** 2)
+
+
+def hard_risk(model, x: jax.Array, y: jax.Array) -> jax.Array:
+    """Empirical hard risk `(1/N) Σ_n (y_n − f_0(x_n))²` (2.11): a scalar.
+
+    Its gradient in the router parameters is zero almost everywhere (hard
+    routing is locally constant on a sample); the population gradient is
+    `softhard.hard_risk_gradient`.
+    """
+    x, y = check_xy(x, y)
+    return jnp.mean((y - hard_predict(model, x)) ** 2)
+
+
+# ----------------------------------------------------------------------------
+# temperature sweeps
+# ----------------------------------------------------------------------------
+
+
+def _sweep_chunk(model, taus, x, y):
+    """Per-sample losses of one chunk at every temperature: `[T, n]`, `[n]`, `[T, n]`.
+
+    Logits and expert outputs are computed once and every temperature reads
+    them from the same pass.
+    """
+    a = jax.vmap(model.router)(x)  # [n, K]
+    f = jax.vmap(model.experts)(x)  # [n, K]
+    a_max = jnp.max(a, axis=-1, keepdims=True)
+    z = a - a_max  # [n, K], ≤ 0
+    f_hard = jnp.take_along_axis(f, jnp.argmax(a, axis=-1)[:, None], axis=-1)[:, 0]
+    hard = (y - f_hard) ** 2  # [n]
+
+    def soft_at(tau):
+        w = jnp.exp(z / tau)  # [n, K]; the winner's weight is exactly 1
+        f_tau = jnp.sum(w * f, axis=-1) / jnp.sum(w, axis=-1)
+        return (y - f_tau) ** 2  # [n]
+
+    soft = jax.vmap(soft_at)(taus)  # [T, n]
+    return RiskSweep(soft=soft, hard=hard, gap=soft - hard)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk",))
+def _risk_sweep(model, x, y, taus, chunk):
+    fn = functools.partial(_sweep_chunk, model, taus)
+    return stream_moments(fn, (x, y), chunk)
+
+
+def risk_sweep(model, x: jax.Array, y: jax.Array, taus: jax.Array, *, chunk_size=None) -> RiskSweep:
+    """Soft risk, hard risk and gap at every temperature, with standard errors.
+
+    Estimates the population risks `L_τ` (2.5), `L_0` (2.11) and `L_τ − L_0`
+    (4.5) by sample means over `(x, y)`. Logits and expert outputs are computed
+    once per chunk and all `T` temperatures are evaluated from them in the same
+    pass; chunks are streamed through a `lax.fori_loop`, so memory beyond the
+    inputs does not grow with `N`. The gap's standard error comes from the
+    paired per-sample differences.
+
+    Args:
+        model: a pytree with `.router` and `.experts` (e.g. `MoE`).
+        x: `[N, d]` inputs; y: `[N]` targets.
+        taus: `[T]` temperatures `> 0`.
+        chunk_size: samples per chunk (default: about 2^21 / (T K) elements).
+
+    Returns:
+        `RiskSweep(soft, hard, gap)`: `soft` and `gap` of shape `[T]`, `hard` scalar.
+    """
+    x, y = check_xy(x, y)
+    taus = check_taus(taus)
+    check_finite_params(model, "model")
+    dtype = jnp.result_type(x.dtype, y.dtype, float)
+    x, y, taus = x.astype(dtype), y.astype(dtype), taus.astype(dtype)
+    K = jax.eval_shape(model.router, jax.ShapeDtypeStruct(x.shape[1:], dtype)).shape
+    if len(K) != 1 or K[0] < 2:
+        raise ValueError(f"`model.router` must return logits [K] with K >= 2, got shape {K}")
+    chunk = chunk_size_for(x.shape[0], taus.shape[0] * K[0], chunk_size)
+    return _risk_sweep(model, x, y, taus, chunk)
+

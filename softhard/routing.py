@@ -1,0 +1,165 @@
+"""Logits to gates: softmax routing at temperature τ, hard top-1 routing, margins (§2, §3).
+
+Batch conventions: `x: [N, d]`, `logits: [N, K]`. All functions are pure and
+compose with `jit`, `vmap` and `grad`; arguments are validated in Python
+(shapes always, values when they are concrete).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._validate import check_finite_params, check_logits, check_tau, check_x
+
+__all__ = [
+    "logits",
+    "expert_outputs",
+    "gates",
+    "log_gates",
+    "hard_gates",
+    "winner",
+    "top_two_margin",
+    "pairwise_min_margin",
+    "pairwise_scores",
+    "pair_indices",
+]
+
+
+def logits(router, x: jax.Array) -> jax.Array:
+    """Router logits `a(x; φ)` (2.2) for a batch.
+
+    Args:
+        router: any pytree with `__call__(x: [d]) -> [K]`.
+        x: `[N, d]` inputs.
+
+    Returns:
+        `[N, K]` logits.
+
+    >>> from softhard import LinearRouter
+    >>> r = LinearRouter(W=[[1.0, 0.0], [0.0, 1.0]], b=[0.0, 0.5])
+    >>> logits(r, jnp.array([[1.0, 1.0]])).tolist()
+    [[1.0, 1.5]]
+    """
+    x = check_x(x)
+    check_finite_params(router, "router")
+    a = jax.vmap(router)(x)
+    if a.ndim != 2 or a.shape[1] < 2:
+        raise ValueError(
+            f"`router` must map x: [d] to logits [K] with K >= 2; got batched shape {a.shape}"
+        )
+    return a
+
+
+def expert_outputs(experts, x: jax.Array) -> jax.Array:
+    """Outputs of every expert `f_k(x; θ_k)` (2.2) for a batch.
+
+    Args:
+        experts: any pytree with `__call__(x: [d]) -> [K]`.
+        x: `[N, d]` inputs.
+
+    Returns:
+        `[N, K]` expert outputs.
+    """
+    x = check_x(x)
+    check_finite_params(experts, "experts")
+    f = jax.vmap(experts)(x)
+    if f.ndim != 2:
+        raise ValueError(f"`experts` must map x: [d] to outputs [K]; got batched shape {f.shape}")
+    return f
+
+
+def _scaled(logits: jax.Array, tau) -> jax.Array:
+    # (a_k − max_j a_j)/τ: every entry ≤ 0 and the winner is exactly 0, so the
+    # softmax below never overflows, for τ down to 1e-8 and logits up to 1e6.
+    a_max = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    return (logits - a_max) / tau
+
+
+def gates(logits: jax.Array, tau) -> jax.Array:
+    """Softmax gates `π_k^τ = exp(a_k/τ) / Σ_j exp(a_j/τ)` (2.3), by log-sum-exp.
+
+    Args:
+        logits: `[N, K]`.
+        tau: scalar temperature `> 0`.
+
+    Returns:
+        `[N, K]` gates, each row summing to 1.
+
+    >>> gates(jnp.array([[0.0, 0.0]]), 1.0).tolist()
+    [[0.5, 0.5]]
+    """
+    logits = check_logits(logits)
+    check_tau(tau)
+    return jax.nn.softmax(_scaled(logits, tau), axis=-1)
+
+
+def log_gates(logits: jax.Array, tau) -> jax.Array:
+    """`log π_k^τ` (2.3), finite wherever the logits are: `[N, K]`."""
+    logits = check_logits(logits)
+    check_tau(tau)
+    return jax.nn.log_softmax(_scaled(logits, tau), axis=-1)
+
+
+def winner(logits: jax.Array) -> jax.Array:
+    """Hard winner `k*(x) = min argmax_k a_k(x)` (2.9): `[N]` integer indices.
+
+    Ties go to the lowest index (`jnp.argmax` returns the first maximum).
+    """
+    logits = check_logits(logits)
+    return jnp.argmax(logits, axis=-1)
+
+
+def hard_gates(logits: jax.Array) -> jax.Array:
+    """Hard top-1 weights `π_k^0 = 1{k = k*}` (4.2) with the tie rule (2.9).
+
+    Args:
+        logits: `[N, K]`.
+
+    Returns:
+        `[N, K]` one-hot rows, in the dtype of `logits`.
+
+    >>> hard_gates(jnp.array([[1.0, 1.0, 0.0]])).tolist()
+    [[1.0, 0.0, 0.0]]
+    """
+    logits = check_logits(logits)
+    return jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=logits.dtype)
+
+
+def top_two_margin(logits: jax.Array) -> jax.Array:
+    """Top-two margin `Δ(x) = a_(1) − a_(2)` (2.6): `[N]`, `≥ 0`, zero on ties (2.8)."""
+    logits = check_logits(logits)
+    top2 = jax.lax.top_k(logits, 2)[0]
+    return top2[:, 0] - top2[:, 1]
+
+
+def pairwise_min_margin(logits: jax.Array) -> jax.Array:
+    """Smallest pairwise separation `δ(x) = min_{i<j} |a_i − a_j|` (2.12, 3.3): `[N]`.
+
+    Computed as the smallest gap between consecutive sorted logits, so it costs
+    `O(K log K)` rather than `O(K²)`. Always `δ ≤ Δ`.
+    """
+    logits = check_logits(logits)
+    s = jnp.sort(logits, axis=-1)
+    return jnp.min(jnp.diff(s, axis=-1), axis=-1)
+
+
+def pair_indices(K: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays `(i, j)`, each `[K(K−1)/2]`, of all pairs `i < j` in lexicographic order."""
+    if int(K) < 2:
+        raise ValueError(f"`K` must be >= 2, got {K!r}")
+    pairs = np.array(list(itertools.combinations(range(int(K)), 2)), dtype=np.int32)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def pairwise_scores(logits: jax.Array) -> jax.Array:
+    """Pairwise scores `s_ij = a_i − a_j` for `i < j` (3.1): `[N, K(K−1)/2]`.
+
+    Columns follow `pair_indices(K)` (lexicographic: (0,1), (0,2), …, (K−2,K−1)).
+    """
+    logits = check_logits(logits)
+    i, j = pair_indices(logits.shape[1])
+    return logits[:, i] - logits[:, j]
