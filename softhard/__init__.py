@@ -8,6 +8,7 @@ from .models import Gaussian as Gaussian
 from .models import GaussianMixture as GaussianMixture
 from .models import LinearExperts as LinearExperts
 from .models import LinearRouter as LinearRouter
+from .models import LinearTarget as LinearTarget
 from .models import MLPExperts as MLPExperts
 from .models import MLPRouter as MLPRouter
 from .models import MoE as MoE
@@ -39,6 +40,7 @@ __all__ = [
     "GaussianMixture",
     "LinearExperts",
     "LinearRouter",
+    "LinearTarget",
     "MLPExperts",
     "MLPRouter",
     "MoE",

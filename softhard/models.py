@@ -33,6 +33,7 @@ __all__ = [
     "MLPExperts",
     "MoE",
     "Teacher",
+    "LinearTarget",
     "Gaussian",
     "StandardGaussian",
     "Uniform",
@@ -314,6 +315,41 @@ class Teacher:
         y = jax.vmap(self.regression)(x)
         noise = jax.random.normal(ky, (n,), dtype=y.dtype)
         return x, y + self.noise_std * noise
+
+
+@_pytree
+class LinearTarget:
+    """A linear regression target `Y = w·X + c + ξ`, `ξ ~ N(0, noise_std²)`.
+
+    The non-realizable counterpart of `Teacher` (no routing: the regression
+    function is continuous across every interface). Same `regression` /
+    `sample` interface as `Teacher`.
+
+    Attributes:
+        w: `[d]`, c: scalar, noise_std: scalar `≥ 0`.
+    """
+
+    w: jax.Array
+    c: jax.Array = 0.0
+    noise_std: jax.Array = 0.0
+
+    def __post_init__(self):
+        _convert_fields(self, ("w", "c", "noise_std"))
+        ns = self.noise_std
+        if _shaped(ns) and not isinstance(ns, jax.core.Tracer) and ns.ndim == 0:
+            if not float(ns) >= 0.0:
+                _fail("LinearTarget", f"`noise_std` must be >= 0, got {float(ns)!r}")
+
+    def regression(self, x: jax.Array) -> jax.Array:
+        """`x: [d]` -> `E[Y | X = x] = w·x + c`."""
+        return jnp.dot(self.w, x, precision=jax.lax.Precision.HIGHEST) + self.c
+
+    def sample(self, key: jax.Array, law, n: int) -> tuple[jax.Array, jax.Array]:
+        """Draw `(x: [n, d], y: [n])` with `x ~ law`."""
+        kx, ky = jax.random.split(key)
+        x = law.sample(kx, n)
+        y = jax.vmap(self.regression)(x)
+        return x, y + self.noise_std * jax.random.normal(ky, (n,), dtype=y.dtype)
 
 
 # ----------------------------------------------------------------------------
