@@ -15,7 +15,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Estimate", "stream_moments", "moments_to_estimate", "DEFAULT_CHUNK_ELEMENTS"]
+__all__ = [
+    "Estimate",
+    "stream_moments",
+    "sharded_stream_moments",
+    "sample_axis_sharding",
+    "moments_to_estimate",
+    "DEFAULT_CHUNK_ELEMENTS",
+]
 
 #: working-set target per chunk (elements of the largest per-chunk intermediate)
 DEFAULT_CHUNK_ELEMENTS = 1 << 21
@@ -72,6 +79,86 @@ def chunk_size_for(n: int, per_sample_elements: int, chunk_size: int | None = No
     return min(c, n)
 
 
+def _stream_local_moments(fn: Callable, arrays: tuple, chunk: int):
+    """Merged `_Moments` of `fn` over `arrays`, chunk by chunk (one device)."""
+    N = arrays[0].shape[0]
+    chunk = min(int(chunk), N)
+    n_full, rem = divmod(N, chunk)
+
+    def moments_of(chunk_arrays):
+        return jax.tree.map(_chunk_moments, fn(*chunk_arrays))
+
+    def slice_chunk(i):
+        return tuple(jax.lax.dynamic_slice_in_dim(a, i * chunk, chunk, axis=0) for a in arrays)
+
+    acc = moments_of(slice_chunk(0))
+
+    def body(i, acc):
+        return jax.tree.map(_merge, acc, moments_of(slice_chunk(i)), is_leaf=_is_moments)
+
+    acc = jax.lax.fori_loop(1, n_full, body, acc)
+    if rem:
+        tail = tuple(a[n_full * chunk :] for a in arrays)
+        acc = jax.tree.map(_merge, acc, moments_of(tail), is_leaf=_is_moments)
+    return acc
+
+
+def sample_axis_sharding(x):
+    """`(mesh, axis_names)` if `x` is a concrete array sharded over devices along axis 0.
+
+    Returns None for single-device arrays, tracers, and NumPy arrays.
+    """
+    sharding = getattr(x, "sharding", None)
+    if sharding is None or not hasattr(sharding, "mesh") or len(sharding.device_set) < 2:
+        return None
+    spec = sharding.spec
+    if len(spec) == 0 or spec[0] is None:
+        return None
+    if any(s is not None for s in spec[1:]):
+        raise ValueError(
+            f"only the sample axis (axis 0) of `x` may be sharded, got PartitionSpec {spec}"
+        )
+    names = spec[0] if isinstance(spec[0], tuple) else (spec[0],)
+    return sharding.mesh, names
+
+
+def sharded_stream_moments(fn: Callable, arrays: tuple, chunk: int, mesh, axis_names):
+    """`stream_moments` with the sample axis sharded over `mesh` axes `axis_names`.
+
+    Each device streams over its own shard (`jax.shard_map`); the per-device
+    moments are all-gathered and merged, so every device holds the result.
+    Equal to the single-device path up to floating-point reduction order. The
+    same code runs on many hosts under `jax.distributed` with global arrays.
+    """
+    from jax.sharding import PartitionSpec as P
+
+    names = tuple(axis_names)
+    spec = P(names if len(names) > 1 else names[0])
+
+    def local(*arrs):
+        m = _stream_local_moments(fn, arrs, chunk)
+        gathered = jax.tree.map(
+            lambda a: jax.lax.all_gather(a, names, tiled=False), m, is_leaf=None
+        )
+
+        def fold(g: _Moments) -> _Moments:
+            acc = jax.tree.map(lambda a: a[0], g)
+            for i in range(1, g.n.shape[0]):
+                acc = _merge(acc, jax.tree.map(lambda a, i=i: a[i], g))
+            return acc
+
+        return jax.tree.map(fold, gathered, is_leaf=_is_moments)
+
+    out = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=tuple(spec for _ in arrays),
+        out_specs=P(),
+        check_vma=False,
+    )(*arrays)
+    return jax.tree.map(moments_to_estimate, out, is_leaf=_is_moments)
+
+
 def stream_moments(fn: Callable, arrays: tuple, chunk: int):
     """Means and standard errors of per-sample values, streamed over chunks.
 
@@ -85,26 +172,7 @@ def stream_moments(fn: Callable, arrays: tuple, chunk: int):
         a pytree like `fn`'s output with `Estimate(value, stderr)` leaves
         (sample axis reduced).
     """
-    N = arrays[0].shape[0]
-    chunk = min(int(chunk), N)
-    n_full, rem = divmod(N, chunk)
-
-    def moments_of(chunk_arrays):
-        out = fn(*chunk_arrays)
-        return jax.tree.map(_chunk_moments, out)
-
-    def slice_chunk(i):
-        return tuple(jax.lax.dynamic_slice_in_dim(a, i * chunk, chunk, axis=0) for a in arrays)
-
-    first = moments_of(slice_chunk(0))
-
-    def body(i, acc):
-        return jax.tree.map(_merge, acc, moments_of(slice_chunk(i)), is_leaf=_is_moments)
-
-    acc = jax.lax.fori_loop(1, n_full, body, first)
-    if rem:
-        tail = tuple(a[n_full * chunk :] for a in arrays)
-        acc = jax.tree.map(_merge, acc, moments_of(tail), is_leaf=_is_moments)
+    acc = _stream_local_moments(fn, arrays, chunk)
     return jax.tree.map(moments_to_estimate, acc, is_leaf=_is_moments)
 
 

@@ -13,8 +13,15 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ._stats import Estimate, chunk_size_for, stream_moments
+from ._stats import (
+    Estimate,
+    chunk_size_for,
+    sample_axis_sharding,
+    sharded_stream_moments,
+    stream_moments,
+)
 from ._validate import check_finite_params, check_tau, check_taus, check_xy
 from .routing import expert_outputs, gates, hard_gates, logits
 
@@ -112,10 +119,31 @@ def _sweep_chunk(model, taus, x, y):
     return RiskSweep(soft=soft, hard=hard, gap=soft - hard)
 
 
-@functools.partial(jax.jit, static_argnames=("chunk",))
-def _risk_sweep(model, x, y, taus, chunk):
+@functools.partial(jax.jit, static_argnames=("chunk", "mesh", "axis_names"))
+def _risk_sweep(model, x, y, taus, chunk, mesh=None, axis_names=None):
     fn = functools.partial(_sweep_chunk, model, taus)
-    return stream_moments(fn, (x, y), chunk)
+    if mesh is None:
+        return stream_moments(fn, (x, y), chunk)
+    return sharded_stream_moments(fn, (x, y), chunk, mesh, axis_names)
+
+
+def _shard_like(x, *others):
+    """Sharding of the sample axis of `x` (or None), with `others` placed to match."""
+    sharded = sample_axis_sharding(x)
+    if sharded is None:
+        return None, others
+    mesh, names = sharded
+    n_dev = int(np.prod([mesh.shape[a] for a in names]))
+    if x.shape[0] % n_dev:
+        raise ValueError(
+            f"`x` is sharded over {n_dev} devices; its sample axis ({x.shape[0]}) must be a "
+            "multiple of that"
+        )
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    spec = PartitionSpec(names if len(names) > 1 else names[0])
+    placed = tuple(jax.device_put(o, NamedSharding(mesh, spec)) for o in others)
+    return sharded, placed
 
 
 def risk_sweep(model, x: jax.Array, y: jax.Array, taus: jax.Array, *, chunk_size=None) -> RiskSweep:
@@ -127,6 +155,11 @@ def risk_sweep(model, x: jax.Array, y: jax.Array, taus: jax.Array, *, chunk_size
     pass; chunks are streamed through a `lax.fori_loop`, so memory beyond the
     inputs does not grow with `N`. The gap's standard error comes from the
     paired per-sample differences.
+
+    If `x` is sharded along its sample axis over several devices
+    (`jax.sharding.NamedSharding` with `PartitionSpec(axis)`), each device
+    streams over its own shard and the moments are merged across devices; the
+    result equals the single-device one up to reduction order.
 
     Args:
         model: a pytree with `.router` and `.experts` (e.g. `MoE`).
@@ -145,6 +178,15 @@ def risk_sweep(model, x: jax.Array, y: jax.Array, taus: jax.Array, *, chunk_size
     K = jax.eval_shape(model.router, jax.ShapeDtypeStruct(x.shape[1:], dtype)).shape
     if len(K) != 1 or K[0] < 2:
         raise ValueError(f"`model.router` must return logits [K] with K >= 2, got shape {K}")
-    chunk = chunk_size_for(x.shape[0], taus.shape[0] * K[0], chunk_size)
-    return _risk_sweep(model, x, y, taus, chunk)
+    sharded, (y,) = _shard_like(x, y)
+    n_local = x.shape[0] if sharded is None else x.shape[0] // _n_shards(sharded)
+    chunk = chunk_size_for(n_local, taus.shape[0] * K[0], chunk_size)
+    if sharded is None:
+        return _risk_sweep(model, x, y, taus, chunk)
+    return _risk_sweep(model, x, y, taus, chunk, *sharded)
+
+
+def _n_shards(sharded) -> int:
+    mesh, names = sharded
+    return int(np.prod([mesh.shape[a] for a in names]))
 
