@@ -40,8 +40,12 @@ def _block(tree):
 def _sweep_problem(K: int, d: int, n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     dtype = np.float32
-    router = sh.LinearRouter(rng.normal(size=(K, d)).astype(dtype), rng.normal(size=K).astype(dtype))
-    experts = sh.LinearExperts(rng.normal(size=(K, d)).astype(dtype), rng.normal(size=K).astype(dtype))
+    router = sh.LinearRouter(
+        rng.normal(size=(K, d)).astype(dtype), rng.normal(size=K).astype(dtype)
+    )
+    experts = sh.LinearExperts(
+        rng.normal(size=(K, d)).astype(dtype), rng.normal(size=K).astype(dtype)
+    )
     model = sh.MoE(router, experts)
     x = rng.normal(size=(n, d)).astype(dtype)
     y = rng.normal(size=n).astype(dtype)
@@ -95,7 +99,11 @@ def case_sweep_cpu(quick: bool, repeats: int) -> dict:
     got = np.asarray(sh.risk_sweep(model, xj, yj, tj).soft.value)
     return {
         "case": "sweep_cpu",
-        "K": K, "d": d, "N": n, "T": T, "dtype": "float32",
+        "K": K,
+        "d": d,
+        "N": n,
+        "T": T,
+        "dtype": "float32",
         "softhard_s": t_sh,
         "numpy_loop_s": t_np,
         "naive_jax_s": t_naive,

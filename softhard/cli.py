@@ -1,7 +1,9 @@
 """The `softhard` command.
 
-    softhard                 a temperature sweep of the Table 2 example (= `softhard demo`)
-    softhard demo [--offset B] [--n N] [--taus ...] [--seed S]
+softhard                 a temperature sweep of the Table 2 example (= `softhard demo`)
+softhard demo [--offset B] [--n N] [--taus ...] [--seed S]
+softhard sweep CONFIG [--csv PATH] [--plot PATH]
+                         a temperature sweep of a model given as a JSON/TOML config
 """
 
 from __future__ import annotations
@@ -55,6 +57,88 @@ def _demo(args) -> int:
     return 0
 
 
+def _print_table(columns: dict) -> None:
+    names = list(columns)
+    widths = [max(10, len(n)) for n in names]
+    print(" ".join(f"{n:>{w}}" for n, w in zip(names, widths)))
+    print("-" * (sum(widths) + len(widths) - 1))
+    for i in range(len(columns[names[0]])):
+        print(" ".join(f"{float(columns[n][i]):>{w}.5g}" for n, w in zip(names, widths)))
+
+
+def sweep_columns(cfg) -> dict:
+    """Run the sweep a config describes; returns the table's columns."""
+    import jax
+    import jax.numpy as jnp
+
+    from .risk import risk_sweep
+    from .routing import logits, top_two_margin
+
+    x, y = cfg.target.sample(jax.random.key(cfg.seed), cfg.law, cfg.n)
+    taus = jnp.asarray(cfg.taus, dtype=x.dtype)
+    sweep = risk_sweep(cfg.model, x, y, taus)
+    margin = top_two_margin(logits(cfg.model.router, x))
+    inside = (margin[None, :] <= 2 * taus[:, None]).astype(x.dtype)
+    mass = jnp.mean(inside, axis=1)
+    mass_se = jnp.std(inside, axis=1, ddof=1) / np.sqrt(cfg.n)
+    return {
+        "tau": np.asarray(taus),
+        "soft_risk": np.asarray(sweep.soft.value),
+        "soft_stderr": np.asarray(sweep.soft.stderr),
+        "hard_risk": np.full(len(taus), float(sweep.hard.value)),
+        "gap": np.asarray(sweep.gap.value),
+        "gap_stderr": np.asarray(sweep.gap.stderr),
+        "mass_2tau": np.asarray(mass),
+        "mass_stderr": np.asarray(mass_se),
+    }
+
+
+def _sweep(args) -> int:
+    from .diagnostics.config import load_config
+    from .diagnostics.io import save_figure, write_csv
+
+    try:
+        cfg = load_config(args.config)
+    except ValueError as e:
+        print(f"softhard sweep: invalid config: {e}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    cols = sweep_columns(cfg)
+    print(
+        f"{args.config}: N = {cfg.n}, seed {cfg.seed}, device {_device_note()}, "
+        f"{time.perf_counter() - t0:.2f} s"
+    )
+    _print_table(cols)
+    if args.csv:
+        write_csv(args.csv, cols)
+        print(f"wrote {args.csv}")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
+        ax[0].errorbar(cols["tau"], cols["gap"], yerr=cols["gap_stderr"], marker="o", ms=3)
+        ax[0].set(
+            xscale="log",
+            xlabel=r"temperature $\tau$",
+            ylabel=r"$L_\tau - L_0$",
+            title="soft–hard gap",
+        )
+        ax[1].plot(cols["mass_2tau"], cols["gap"], "o-", ms=3)
+        ax[1].set(
+            xlabel=r"boundary mass $M(2\tau)$",
+            ylabel=r"$L_\tau - L_0$",
+            title="gap vs boundary mass",
+        )
+        fig.tight_layout()
+        save_figure(fig, args.plot)
+        plt.close(fig)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="softhard", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command")
@@ -62,10 +146,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--offset", type=float, default=0.0, help="interface offset b")
     demo.add_argument("--n", type=int, default=2**20, help="Monte Carlo samples")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument(
-        "--taus", type=float, nargs="+", default=[0.02, 0.05, 0.1, 0.2, 0.45, 0.6]
-    )
+    demo.add_argument("--taus", type=float, nargs="+", default=[0.02, 0.05, 0.1, 0.2, 0.45, 0.6])
     demo.set_defaults(func=_demo)
+    sweep = sub.add_parser("sweep", help="temperature sweep of a model from a JSON/TOML config")
+    sweep.add_argument(
+        "config", help="path to a .json or .toml config (see softhard.diagnostics.config)"
+    )
+    sweep.add_argument("--csv", help="also write the table as CSV")
+    sweep.add_argument("--plot", help="also write a PNG figure")
+    sweep.set_defaults(func=_sweep)
     return p
 
 

@@ -189,4 +189,3 @@ def risk_sweep(model, x: jax.Array, y: jax.Array, taus: jax.Array, *, chunk_size
 def _n_shards(sharded) -> int:
     mesh, names = sharded
     return int(np.prod([mesh.shape[a] for a in names]))
-

@@ -48,7 +48,9 @@ def test_grad_soft_risk_matches_central_differences(rng):
     f = lambda v: sh.soft_risk(unravel(v), x, y, tau)  # noqa: E731
     g = jax.grad(f)(flat)
     h = 1e-6
-    fd = np.array([(f(flat.at[i].add(h)) - f(flat.at[i].add(-h))) / (2 * h) for i in range(flat.size)])
+    fd = np.array(
+        [(f(flat.at[i].add(h)) - f(flat.at[i].add(-h))) / (2 * h) for i in range(flat.size)]
+    )
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9)
 
 
@@ -70,7 +72,9 @@ def test_risks_finite_at_extremes(dtype, tau):
 
 def table2_problem(offset, n, key, dtype=jnp.float64):
     """TABLES.md Table 2: X ~ N(0, I_2), s = x_1 − b, f_1 − f_2 = 2 x_2, realizable."""
-    r = sh.LinearRouter(W=jnp.array([[1.0, 0.0], [0.0, 0.0]], dtype), b=jnp.array([-offset, 0.0], dtype))
+    r = sh.LinearRouter(
+        W=jnp.array([[1.0, 0.0], [0.0, 0.0]], dtype), b=jnp.array([-offset, 0.0], dtype)
+    )
     e = sh.LinearExperts(B=jnp.array([[0.0, 2.0], [0.0, 0.0]], dtype), c=jnp.zeros(2, dtype))
     law = sh.Gaussian(jnp.zeros(2, dtype), jnp.eye(2, dtype=dtype))
     x, y = sh.Teacher(r, e).sample(key, law, n)
@@ -101,8 +105,12 @@ def test_risk_sweep_equals_per_tau_objectives(rng, dtype):
     """The fused chunked sweep equals soft_risk / hard_risk at each τ (incl. τ = 1e-6)."""
     d, K, n = 4, 5, 3001  # n not a multiple of the chunk: exercises the tail chunk
     m = sh.MoE(
-        sh.LinearRouter(jnp.asarray(rng.normal(size=(K, d)), dtype), jnp.asarray(rng.normal(size=K), dtype)),
-        sh.LinearExperts(jnp.asarray(rng.normal(size=(K, d)), dtype), jnp.asarray(rng.normal(size=K), dtype)),
+        sh.LinearRouter(
+            jnp.asarray(rng.normal(size=(K, d)), dtype), jnp.asarray(rng.normal(size=K), dtype)
+        ),
+        sh.LinearExperts(
+            jnp.asarray(rng.normal(size=(K, d)), dtype), jnp.asarray(rng.normal(size=K), dtype)
+        ),
     )
     x = jnp.asarray(rng.normal(size=(n, d)), dtype)
     y = jnp.asarray(rng.normal(size=n), dtype)
@@ -114,10 +122,14 @@ def test_risk_sweep_equals_per_tau_objectives(rng, dtype):
         np.testing.assert_allclose(sweep.soft.value[i], sh.soft_risk(m, x, y, t), rtol=rt)
     hard = sh.hard_risk(m, x, y)
     np.testing.assert_allclose(sweep.hard.value, hard, rtol=rt)
-    np.testing.assert_allclose(sweep.gap.value, sweep.soft.value - hard, rtol=rt, atol=rt * float(hard))
+    np.testing.assert_allclose(
+        sweep.gap.value, sweep.soft.value - hard, rtol=rt, atol=rt * float(hard)
+    )
     # standard errors: the sample standard deviation over sqrt(n)
     lh = (y - sh.hard_predict(m, x)) ** 2
-    np.testing.assert_allclose(sweep.hard.stderr, jnp.std(lh, ddof=1) / np.sqrt(n), rtol=tol(dtype, 1e-10, 1e-4))
+    np.testing.assert_allclose(
+        sweep.hard.stderr, jnp.std(lh, ddof=1) / np.sqrt(n), rtol=tol(dtype, 1e-10, 1e-4)
+    )
     # the chunk size does not change the answer
     other = sh.risk_sweep(m, x, y, taus, chunk_size=n)
     np.testing.assert_allclose(other.soft.value, sweep.soft.value, rtol=rt)
@@ -129,7 +141,9 @@ def test_risk_sweep_under_jit_and_grad(rng):
     taus = jnp.array([0.05, 0.1])
     g = jax.grad(lambda mm: sh.risk_sweep(mm, x, y, taus).soft.value.sum())(m)
     g_ref = jax.grad(lambda mm: sh.soft_risk(mm, x, y, 0.05) + sh.soft_risk(mm, x, y, 0.1))(m)
-    chex_close = jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14), g, g_ref)
+    chex_close = jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14), g, g_ref
+    )
     del chex_close
 
 

@@ -61,9 +61,7 @@ def test_gates_permutation_equivariant_and_soft_predict_invariant(rng):
 def test_hard_gates_tie_rule_lowest_index():
     a = jnp.array([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0], [0.0, -1.0, 5.0, 5.0]])
     np.testing.assert_array_equal(sh.winner(a), [1, 0, 2])
-    np.testing.assert_array_equal(
-        sh.hard_gates(a), [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0]]
-    )
+    np.testing.assert_array_equal(sh.hard_gates(a), [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0]])
     # the τ → 0 limit of the gates at a tie splits mass equally over the tie set;
     # the hard rule (2.9) picks the lowest index of that set
     g = sh.gates(a, 1e-8)
@@ -138,9 +136,7 @@ def test_lemma_4_1_property(a, log_tau):
     lhs = 1.0 - jnp.max(g, -1)
     assert bool(jnp.all(lhs <= (K - 1) * jnp.exp(-delta / tau) + 1e-12))
     hard = sh.hard_gates(a)
-    assert bool(
-        jnp.all(jnp.abs(g - hard) <= (K - 1) * jnp.exp(-delta / tau)[:, None] + 1e-12)
-    )
+    assert bool(jnp.all(jnp.abs(g - hard) <= (K - 1) * jnp.exp(-delta / tau)[:, None] + 1e-12))
 
 
 def test_bad_input_raises():

@@ -32,7 +32,8 @@ SCRIPT = textwrap.dedent(
     # float32 too, to float tolerance
     x32, y32 = x.astype(jnp.float32), y.astype(jnp.float32)
     ref32 = sh.risk_sweep(m, x32, y32, taus.astype(jnp.float32))
-    out32 = sh.risk_sweep(m, jax.device_put(x32, NamedSharding(mesh, P("data"))), y32, taus.astype(jnp.float32))
+    x32s = jax.device_put(x32, NamedSharding(mesh, P("data")))
+    out32 = sh.risk_sweep(m, x32s, y32, taus.astype(jnp.float32))
     np.testing.assert_allclose(out32.soft.value, ref32.soft.value, rtol=1e-5)
     print("SHARDED-OK")
     """
