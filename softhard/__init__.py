@@ -16,6 +16,8 @@ from .models import StandardGaussian as StandardGaussian
 from .models import Teacher as Teacher
 from .models import Uniform as Uniform
 from .risk import RiskSweep as RiskSweep
+from .risk import SweepDiagnostics as SweepDiagnostics
+from .risk import diagnostic_sweep as diagnostic_sweep
 from .risk import hard_predict as hard_predict
 from .risk import hard_risk as hard_risk
 from .risk import risk_sweep as risk_sweep
@@ -46,8 +48,10 @@ __all__ = [
     "MoE",
     "RiskSweep",
     "StandardGaussian",
+    "SweepDiagnostics",
     "Teacher",
     "Uniform",
+    "diagnostic_sweep",
     "expert_outputs",
     "gates",
     "hard_gates",

@@ -22,12 +22,14 @@ from ._stats import (
     sharded_stream_moments,
     stream_moments,
 )
-from ._validate import check_finite_params, check_tau, check_taus, check_xy
+from ._validate import check_delta, check_finite_params, check_tau, check_taus, check_xy
 from .routing import expert_outputs, gates, hard_gates, logits
 
 __all__ = [
     "Estimate",
     "RiskSweep",
+    "SweepDiagnostics",
+    "diagnostic_sweep",
     "soft_predict",
     "hard_predict",
     "soft_risk",
@@ -97,11 +99,34 @@ def hard_risk(model, x: jax.Array, y: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------
 
 
-def _sweep_chunk(model, taus, x, y):
-    """Per-sample losses of one chunk at every temperature: `[T, n]`, `[n]`, `[T, n]`.
+class SweepDiagnostics(NamedTuple):
+    """Everything the fused sweep kernel measures, each an `Estimate`.
 
-    Logits and expert outputs are computed once and every temperature reads
-    them from the same pass.
+    Attributes:
+        soft: `L_τ` (2.5), `[T]`.
+        hard: `L_0` (2.11), scalar.
+        gap: `L_τ − L_0`, paired, `[T]`.
+        mass: top-two boundary mass `M(c τ) = P(Δ ≤ c τ)` (2.13), `[T]`.
+        ambiguity: `m_δ(τ) = P(max_k π_k^τ < 1 − δ)` (5.5), `[T]`.
+        entropy: mean gate entropy `E[−Σ_k π_k^τ log π_k^τ]` in nats, `[T]`.
+    """
+
+    soft: Estimate  # [T]
+    hard: Estimate  # []
+    gap: Estimate  # [T]
+    mass: Estimate  # [T]
+    ambiguity: Estimate  # [T]
+    entropy: Estimate  # [T]
+
+
+def _chunk_quantities(model, taus, x, y, *, full: bool, mass_factor=2.0, delta=0.1):
+    """Per-sample quantities of one chunk at every temperature (sample axis last).
+
+    Logits and expert outputs are computed once; every temperature reads them
+    in the same pass. Per (sample, τ) the only transcendental work is the `K`
+    exponentials `w_k = exp((a_k − a_max)/τ)` (the winner's is exactly 1), and,
+    for the full diagnostics, one logarithm: with `S = Σ_k w_k`,
+    `max_k π_k = 1/S` and the entropy is `log S − Σ_k w_k (a_k − a_max)/τ / S`.
     """
     a = jax.vmap(model.router)(x)  # [n, K]
     f = jax.vmap(model.experts)(x)  # [n, K]
@@ -110,18 +135,34 @@ def _sweep_chunk(model, taus, x, y):
     f_hard = jnp.take_along_axis(f, jnp.argmax(a, axis=-1)[:, None], axis=-1)[:, 0]
     hard = (y - f_hard) ** 2  # [n]
 
-    def soft_at(tau):
+    def at(tau):
         w = jnp.exp(z / tau)  # [n, K]; the winner's weight is exactly 1
-        f_tau = jnp.sum(w * f, axis=-1) / jnp.sum(w, axis=-1)
-        return (y - f_tau) ** 2  # [n]
+        S = jnp.sum(w, axis=-1)
+        soft = (y - jnp.sum(w * f, axis=-1) / S) ** 2
+        if not full:
+            return soft
+        # entropy −Σ π log π with log π_k = z_k/τ − log S; 0·log 0 = 0 since w_k z_k → 0
+        ent = jnp.log(S) - jnp.sum(w * z, axis=-1) / (tau * S)
+        amb = (S * (1.0 - delta) > 1.0).astype(S.dtype)  # max gate 1/S < 1 − δ
+        return soft, ent, amb
 
-    soft = jax.vmap(soft_at)(taus)  # [T, n]
-    return RiskSweep(soft=soft, hard=hard, gap=soft - hard)
+    if not full:
+        soft = jax.vmap(at)(taus)  # [T, n]
+        return RiskSweep(soft=soft, hard=hard, gap=soft - hard)
+    soft, ent, amb = jax.vmap(at)(taus)
+    top2 = jax.lax.top_k(a, 2)[0]
+    margin = top2[:, 0] - top2[:, 1]  # Δ (2.6), [n]
+    mass = (margin[None, :] <= mass_factor * taus[:, None]).astype(soft.dtype)
+    return SweepDiagnostics(soft, hard, soft - hard, mass, amb, ent)
 
 
-@functools.partial(jax.jit, static_argnames=("chunk", "mesh", "axis_names"))
-def _risk_sweep(model, x, y, taus, chunk, mesh=None, axis_names=None):
-    fn = functools.partial(_sweep_chunk, model, taus)
+@functools.partial(
+    jax.jit, static_argnames=("chunk", "full", "mesh", "axis_names", "mass_factor", "delta")
+)
+def _sweep(model, x, y, taus, chunk, full, mesh=None, axis_names=None, mass_factor=2.0, delta=0.1):
+    fn = functools.partial(
+        _chunk_quantities, model, taus, full=full, mass_factor=mass_factor, delta=delta
+    )
     if mesh is None:
         return stream_moments(fn, (x, y), chunk)
     return sharded_stream_moments(fn, (x, y), chunk, mesh, axis_names)
@@ -132,8 +173,7 @@ def _shard_like(x, *others):
     sharded = sample_axis_sharding(x)
     if sharded is None:
         return None, others
-    mesh, names = sharded
-    n_dev = int(np.prod([mesh.shape[a] for a in names]))
+    n_dev = _n_shards(sharded)
     if x.shape[0] % n_dev:
         raise ValueError(
             f"`x` is sharded over {n_dev} devices; its sample axis ({x.shape[0]}) must be a "
@@ -141,9 +181,26 @@ def _shard_like(x, *others):
         )
     from jax.sharding import NamedSharding, PartitionSpec
 
+    mesh, names = sharded
     spec = PartitionSpec(names if len(names) > 1 else names[0])
     placed = tuple(jax.device_put(o, NamedSharding(mesh, spec)) for o in others)
     return sharded, placed
+
+
+def _prepare_sweep(model, x, y, taus, chunk_size, per_tau_cost: int):
+    x, y = check_xy(x, y)
+    taus = check_taus(taus)
+    check_finite_params(model, "model")
+    dtype = jnp.result_type(x.dtype, y.dtype, float)
+    x, y, taus = x.astype(dtype), y.astype(dtype), taus.astype(dtype)
+    K = jax.eval_shape(model.router, jax.ShapeDtypeStruct(x.shape[1:], dtype)).shape
+    if len(K) != 1 or K[0] < 2:
+        raise ValueError(f"`model.router` must return logits [K] with K >= 2, got shape {K}")
+    sharded, (y,) = _shard_like(x, y)
+    n_local = x.shape[0] if sharded is None else x.shape[0] // _n_shards(sharded)
+    chunk = chunk_size_for(n_local, taus.shape[0] * K[0] * per_tau_cost, chunk_size)
+    mesh_args = {} if sharded is None else {"mesh": sharded[0], "axis_names": sharded[1]}
+    return x, y, taus, chunk, mesh_args
 
 
 def risk_sweep(model, x: jax.Array, y: jax.Array, taus: jax.Array, *, chunk_size=None) -> RiskSweep:
@@ -170,20 +227,55 @@ def risk_sweep(model, x: jax.Array, y: jax.Array, taus: jax.Array, *, chunk_size
     Returns:
         `RiskSweep(soft, hard, gap)`: `soft` and `gap` of shape `[T]`, `hard` scalar.
     """
-    x, y = check_xy(x, y)
-    taus = check_taus(taus)
-    check_finite_params(model, "model")
-    dtype = jnp.result_type(x.dtype, y.dtype, float)
-    x, y, taus = x.astype(dtype), y.astype(dtype), taus.astype(dtype)
-    K = jax.eval_shape(model.router, jax.ShapeDtypeStruct(x.shape[1:], dtype)).shape
-    if len(K) != 1 or K[0] < 2:
-        raise ValueError(f"`model.router` must return logits [K] with K >= 2, got shape {K}")
-    sharded, (y,) = _shard_like(x, y)
-    n_local = x.shape[0] if sharded is None else x.shape[0] // _n_shards(sharded)
-    chunk = chunk_size_for(n_local, taus.shape[0] * K[0], chunk_size)
-    if sharded is None:
-        return _risk_sweep(model, x, y, taus, chunk)
-    return _risk_sweep(model, x, y, taus, chunk, *sharded)
+    x, y, taus, chunk, mesh_args = _prepare_sweep(model, x, y, taus, chunk_size, 1)
+    return _sweep(model, x, y, taus, chunk, False, **mesh_args)
+
+
+def diagnostic_sweep(
+    model,
+    x: jax.Array,
+    y: jax.Array,
+    taus: jax.Array,
+    *,
+    mass_factor=2.0,
+    delta=0.1,
+    chunk_size=None,
+) -> SweepDiagnostics:
+    """The fused sweep: risks, gap, boundary mass, ambiguity mass and gate entropy.
+
+    One pass over the sample computes, at every temperature, the soft risk
+    (2.5), the paired gap `L_τ − L_0`, the top-two boundary mass
+    `M(c τ) = P(Δ ≤ c τ)` (2.13) with `c = mass_factor`, the ambiguity mass
+    `m_δ(τ)` (5.5) and the mean gate entropy (nats). Memory traffic does not
+    grow with `T`: each chunk's logits and expert outputs are read once and
+    the extra quantities reuse the softmax normaliser (no extra
+    exponentials). Streams over chunks and shards like `risk_sweep`.
+
+    Args:
+        model: a pytree with `.router` and `.experts`.
+        x: `[N, d]`; y: `[N]`; taus: `[T]` temperatures `> 0`.
+        mass_factor: `c > 0` in `M(c τ)` (TABLES.md uses `c = 2`).
+        delta: `0 < δ < 1/2` for the ambiguity mass.
+        chunk_size: samples per chunk.
+
+    Returns:
+        `SweepDiagnostics`, each field an `Estimate` (`[T]`; `hard` scalar).
+    """
+    check_delta(delta)
+    if not float(mass_factor) > 0:
+        raise ValueError(f"`mass_factor` must be > 0, got {mass_factor!r}")
+    x, y, taus, chunk, mesh_args = _prepare_sweep(model, x, y, taus, chunk_size, 2)
+    return _sweep(
+        model,
+        x,
+        y,
+        taus,
+        chunk,
+        True,
+        mass_factor=float(mass_factor),
+        delta=float(delta),
+        **mesh_args,
+    )
 
 
 def _n_shards(sharded) -> int:

@@ -180,3 +180,39 @@ def test_risk_sweep_ten_million_samples_bounded_memory():
     assert bool(jnp.all(jnp.isfinite(sweep.gap.value)))
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     assert peak_gb < 4.0
+
+
+def test_diagnostic_sweep_equals_per_tau_references(rng, dtype):
+    """The fused kernel equals per-τ computations from the public kernels, incl. τ = 1e-6."""
+    d, K, n = 3, 4, 2500
+    m = sh.MoE(
+        sh.LinearRouter(
+            jnp.asarray(rng.normal(size=(K, d)), dtype), jnp.asarray(rng.normal(size=K), dtype)
+        ),
+        sh.LinearExperts(
+            jnp.asarray(rng.normal(size=(K, d)), dtype), jnp.asarray(rng.normal(size=K), dtype)
+        ),
+    )
+    x = jnp.asarray(rng.normal(size=(n, d)), dtype)
+    y = jnp.asarray(rng.normal(size=n), dtype)
+    taus = jnp.array([1e-6, 0.05, 0.5, 3.0], dtype)
+    out = sh.diagnostic_sweep(m, x, y, taus, mass_factor=2.0, delta=0.1, chunk_size=700)
+    rt = tol(dtype, 1e-11, 5e-5)
+    a = sh.logits(m.router, x)
+    margin = sh.top_two_margin(a)
+    for i, t in enumerate(taus):
+        np.testing.assert_allclose(out.soft.value[i], sh.soft_risk(m, x, y, t), rtol=rt)
+        g, lg = sh.gates(a, t), sh.log_gates(a, t)
+        ent = -jnp.sum(jnp.where(g > 0, g * lg, 0.0), -1)
+        np.testing.assert_allclose(out.entropy.value[i], jnp.mean(ent), rtol=rt, atol=1e-6)
+        amb = jnp.mean(jnp.max(g, -1) < 0.9)
+        np.testing.assert_allclose(out.ambiguity.value[i], amb, atol=2 / n)
+        np.testing.assert_allclose(out.mass.value[i], jnp.mean(margin <= 2 * t), atol=1e-12)
+    np.testing.assert_allclose(out.hard.value, sh.hard_risk(m, x, y), rtol=rt)
+    ref = sh.risk_sweep(m, x, y, taus)
+    np.testing.assert_allclose(out.gap.value, ref.gap.value, rtol=rt, atol=1e-6)
+    # binary stderr of a mass: sqrt(p(1-p)/(n-1)) up to the n/(n-1) factor
+    p = out.mass.value
+    np.testing.assert_allclose(out.mass.stderr, jnp.sqrt(p * (1 - p) / (n - 1)), rtol=1e-3)
+    with pytest.raises(ValueError, match="delta"):
+        sh.diagnostic_sweep(m, x, y, taus, delta=0.7)
