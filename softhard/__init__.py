@@ -20,6 +20,7 @@ from .risk import SweepDiagnostics as SweepDiagnostics
 from .risk import diagnostic_sweep as diagnostic_sweep
 from .risk import hard_predict as hard_predict
 from .risk import hard_risk as hard_risk
+from .risk import population_sweep as population_sweep
 from .risk import risk_sweep as risk_sweep
 from .risk import soft_predict as soft_predict
 from .risk import soft_risk as soft_risk
@@ -62,6 +63,7 @@ __all__ = [
     "pair_indices",
     "pairwise_min_margin",
     "pairwise_scores",
+    "population_sweep",
     "risk_sweep",
     "soft_predict",
     "soft_risk",

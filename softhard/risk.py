@@ -17,7 +17,12 @@ import numpy as np
 
 from ._stats import (
     Estimate,
+    _chunk_moments,
+    _is_moments,
+    _merge,
+    _stream_local_moments,
     chunk_size_for,
+    moments_to_estimate,
     sample_axis_sharding,
     sharded_stream_moments,
     stream_moments,
@@ -30,6 +35,7 @@ __all__ = [
     "RiskSweep",
     "SweepDiagnostics",
     "diagnostic_sweep",
+    "population_sweep",
     "soft_predict",
     "hard_predict",
     "soft_risk",
@@ -278,6 +284,157 @@ def diagnostic_sweep(
     )
 
 
+@functools.partial(jax.jit, static_argnames=("n", "chunk", "full", "mass_factor", "delta"))
+def _population_sweep(model, target, law, taus, key, n, chunk, full, mass_factor, delta):
+    def quantities(i, size):
+        x, y = target.sample(jax.random.fold_in(key, i), law, size)
+        return _chunk_quantities(
+            model,
+            taus,
+            x.astype(taus.dtype),
+            y.astype(taus.dtype),
+            full=full,
+            mass_factor=mass_factor,
+            delta=delta,
+        )
+
+    n_full, rem = divmod(n, chunk)
+    idx = jnp.arange(n_full)
+    acc = _stream_local_moments(lambda i: quantities(i[0], chunk), (idx,), 1)
+    if rem:
+        tail = jax.tree.map(_chunk_moments, quantities(n_full, rem))
+        acc = jax.tree.map(_merge, acc, tail, is_leaf=_is_moments)
+    return jax.tree.map(moments_to_estimate, acc, is_leaf=_is_moments)
+
+
+def population_sweep(
+    model,
+    target,
+    law,
+    taus: jax.Array,
+    *,
+    key: jax.Array,
+    n: int,
+    diagnostics: bool = False,
+    mass_factor=2.0,
+    delta=0.1,
+    chunk_size=None,
+):
+    """`risk_sweep` / `diagnostic_sweep` on `n` fresh draws, sampled chunk by chunk.
+
+    Chunk `i` is drawn from `jax.random.fold_in(key, i)` inside the streaming
+    loop, so no `[N, d]` array is ever materialised: memory is one chunk,
+    whatever `n` (a sweep over 10^8 samples runs in the memory of 10^5).
+
+    Args:
+        model: a pytree with `.router` and `.experts`.
+        target: anything with `.sample(key, law, n) -> (x, y)` (`Teacher`, `LinearTarget`).
+        law: input law with `.sample(key, n)`.
+        taus: `[T]` temperatures `> 0`.
+        key: PRNG key; the same key gives the same result.
+        n: number of samples.
+        diagnostics: if True return `SweepDiagnostics`, else `RiskSweep`.
+        mass_factor, delta: as in `diagnostic_sweep`.
+        chunk_size: samples per chunk.
+
+    Returns:
+        `RiskSweep` or `SweepDiagnostics` of `Estimate`s.
+    """
+    taus = check_taus(taus)
+    check_finite_params(model, "model")
+    check_delta(delta)
+    if not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"`n` must be an integer >= 2, got {n!r}")
+    dtype = jnp.result_type(taus.dtype, float)
+    K = jax.eval_shape(model.router, jax.ShapeDtypeStruct((law.dim,), dtype)).shape
+    if len(K) != 1 or K[0] < 2:
+        raise ValueError(f"`model.router` must return logits [K] with K >= 2, got shape {K}")
+    chunk = chunk_size_for(int(n), taus.shape[0] * K[0] * (2 if diagnostics else 1), chunk_size)
+    return _population_sweep(
+        model,
+        target,
+        law,
+        taus.astype(dtype),
+        key,
+        int(n),
+        chunk,
+        bool(diagnostics),
+        float(mass_factor),
+        float(delta),
+    )
+
+
 def _n_shards(sharded) -> int:
     mesh, names = sharded
     return int(np.prod([mesh.shape[a] for a in names]))
+
+
+# ----------------------------------------------------------------------------
+# the Theorem 4.5 certificate (issue 3; appended section)
+#
+# The data-driven helpers that fill in the constants (`certify`, and the
+# Theorem 4.7 check `gamma_check`) live in `softhard.boundary`, which imports
+# this function: they need the margin-tail fit, and `risk` must not import
+# `boundary`.
+# ----------------------------------------------------------------------------
+
+import operator  # noqa: E402 - kept with the appended section
+
+__all__ += ["soft_hard_bound"]
+
+
+def _check_bound_arg(v, name: str, *, positive: bool = False):
+    if jnp.shape(v) != ():
+        raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(v)}")
+    if not isinstance(v, jax.core.Tracer):
+        f = float(v)
+        ok = (f > 0 if positive else f >= 0) and f < float("inf")
+        if not ok:
+            raise ValueError(f"`{name}` must be finite and {'> 0' if positive else '>= 0'}, got {f!r}")
+    return v
+
+
+def soft_hard_bound(tau, B_Y, B_f, K, C_m, alpha, w0) -> jax.Array:
+    """The explicit Theorem 4.5 certificate on `|L_τ − L_0|` (4.5)–(4.8).
+
+        |L_τ − L_0| ≤ 4 B_f (B_Y + B_f) (K − 1) [C_m Γ(α+1) τ^α + e^{−w_0/τ}]
+
+    from `|L_τ − L_0| ≤ 2(B_Y + B_f) E|f_τ − f_0|` (4.6), `|f_τ − f_0| ≤ 2 B_f (1 − π_{k*}^τ)`
+    (4.7), Lemma 4.1 and `E[e^{−Δ/τ}] ≤ C_m Γ(α+1) τ^α + e^{−w_0/τ}` under the
+    margin tail `P(Δ ≤ w) ≤ C_m w^α`, `0 < w ≤ w_0` (4.4). It is not capped
+    at the trivial bound `4 B_f (B_Y + B_f)`. Data-driven constants:
+    `softhard.boundary.certify`.
+
+    Args:
+        tau: temperature `> 0`, scalar or `[T]`.
+        B_Y: `≥ 0`, bound on `|Y|`; B_f: `≥ 0`, bound on every `|f_k|` (Assumption 4.3).
+        K: number of experts, integer `≥ 2`.
+        C_m: `≥ 0`; alpha: `≥ 0`; w0: `> 0` (Assumption 4.2).
+
+    Returns:
+        the bound, with the shape of `tau`.
+
+    >>> round(float(soft_hard_bound(0.1, 1.0, 1.0, 2, 1.0, 1.0, 1.0)), 6)  # 8 (0.1 + e^{-10})
+    0.800363
+    """
+    tau = jnp.asarray(tau)
+    if tau.ndim > 1:
+        raise ValueError(f"`tau` must be a scalar or a 1-D array [T], got shape {tau.shape}")
+    if not isinstance(tau, jax.core.Tracer):
+        t = jnp.asarray(tau)
+        if not bool(jnp.all(t > 0)) or not bool(jnp.all(jnp.isfinite(t))):
+            raise ValueError(f"`tau` must hold finite temperatures > 0, got {t}")
+    try:
+        k = operator.index(K)
+    except TypeError:
+        k = None
+    if k is None or isinstance(K, bool) or k < 2:
+        raise ValueError(f"`K` must be an integer >= 2, got {K!r}")
+    for v, name in ((B_Y, "B_Y"), (B_f, "B_f"), (C_m, "C_m"), (alpha, "alpha")):
+        _check_bound_arg(v, name)
+    _check_bound_arg(w0, "w0", positive=True)
+    dtype = jnp.result_type(tau.dtype, float)
+    tau = tau.astype(dtype)
+    alpha = jnp.asarray(alpha, dtype)
+    tail = C_m * jnp.exp(jax.scipy.special.gammaln(alpha + 1.0) + alpha * jnp.log(tau))
+    return 4.0 * B_f * (B_Y + B_f) * (k - 1) * (tail + jnp.exp(-w0 / tau))

@@ -216,3 +216,28 @@ def test_diagnostic_sweep_equals_per_tau_references(rng, dtype):
     np.testing.assert_allclose(out.mass.stderr, jnp.sqrt(p * (1 - p) / (n - 1)), rtol=1e-3)
     with pytest.raises(ValueError, match="delta"):
         sh.diagnostic_sweep(m, x, y, taus, delta=0.7)
+
+
+def test_population_sweep_streams_fresh_samples():
+    """Chunk i is drawn from fold_in(key, i): equal to risk_sweep on those very samples."""
+    from softhard.diagnostics import table2_setup
+
+    model, teacher, law = table2_setup(0.5)
+    key, n, chunk = jax.random.key(4), 5000, 1024
+    taus = jnp.array([0.05, 0.2])
+    out = sh.population_sweep(model, teacher, law, taus, key=key, n=n, chunk_size=chunk)
+    parts = [
+        teacher.sample(jax.random.fold_in(key, i), law, min(chunk, n - i * chunk))
+        for i in range(-(-n // chunk))
+    ]
+    x = jnp.concatenate([p[0] for p in parts])
+    y = jnp.concatenate([p[1] for p in parts])
+    ref = sh.risk_sweep(model, x, y, taus)
+    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-15)
+    again = sh.population_sweep(model, teacher, law, taus, key=key, n=n, chunk_size=chunk)
+    np.testing.assert_array_equal(again.gap.value, out.gap.value)
+    diag = sh.population_sweep(model, teacher, law, taus, key=key, n=n, diagnostics=True)
+    assert isinstance(diag, sh.SweepDiagnostics)
+    with pytest.raises(ValueError, match="`n`"):
+        sh.population_sweep(model, teacher, law, taus, key=key, n=1)
