@@ -378,8 +378,6 @@ def _n_shards(sharded) -> int:
 # `boundary`.
 # ----------------------------------------------------------------------------
 
-import operator  # noqa: E402 - kept with the appended section
-
 __all__ += ["soft_hard_bound"]
 
 
@@ -390,7 +388,9 @@ def _check_bound_arg(v, name: str, *, positive: bool = False):
         f = float(v)
         ok = (f > 0 if positive else f >= 0) and f < float("inf")
         if not ok:
-            raise ValueError(f"`{name}` must be finite and {'> 0' if positive else '>= 0'}, got {f!r}")
+            raise ValueError(
+                f"`{name}` must be finite and {'> 0' if positive else '>= 0'}, got {f!r}"
+            )
     return v
 
 
@@ -424,12 +424,9 @@ def soft_hard_bound(tau, B_Y, B_f, K, C_m, alpha, w0) -> jax.Array:
         t = jnp.asarray(tau)
         if not bool(jnp.all(t > 0)) or not bool(jnp.all(jnp.isfinite(t))):
             raise ValueError(f"`tau` must hold finite temperatures > 0, got {t}")
-    try:
-        k = operator.index(K)
-    except TypeError:
-        k = None
-    if k is None or isinstance(K, bool) or k < 2:
+    if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or int(K) < 2:
         raise ValueError(f"`K` must be an integer >= 2, got {K!r}")
+    k = int(K)
     for v, name in ((B_Y, "B_Y"), (B_f, "B_f"), (C_m, "C_m"), (alpha, "alpha")):
         _check_bound_arg(v, name)
     _check_bound_arg(w0, "w0", positive=True)

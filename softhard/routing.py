@@ -132,8 +132,11 @@ def hard_gates(logits: jax.Array) -> jax.Array:
 def top_two_margin(logits: jax.Array) -> jax.Array:
     """Top-two margin `Δ(x) = a_(1) − a_(2)` (2.6): `[N]`, `≥ 0`, zero on ties (2.8)."""
     logits = check_logits(logits)
-    top2 = jax.lax.top_k(logits, 2)[0]
-    return top2[:, 0] - top2[:, 1]
+    k = jnp.argmax(logits, axis=-1)
+    first = jnp.take_along_axis(logits, k[:, None], axis=-1)[:, 0]
+    # the runner-up: the max over the other entries (a tie with the winner gives Δ = 0)
+    others = jnp.where(jax.nn.one_hot(k, logits.shape[-1], dtype=bool), -jnp.inf, logits)
+    return first - jnp.max(others, axis=-1)
 
 
 def pairwise_min_margin(logits: jax.Array) -> jax.Array:

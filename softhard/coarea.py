@@ -1,0 +1,658 @@
+"""Level-set densities, surface integrals and first-order gap coefficients (§3).
+
+Everything here rests on one identity, the coarea formula (EQUATIONS.md §3,
+[X]): for a score `s: R^d -> R` with `|∇_x s| > 0` near `{s = t}`, an input
+density `p` and an integrand `g`,
+
+    m_g(t) := ∫_{s=t} g p/|∇s| dH^{d-1} = lim_{h→0} E[k_h(s(X) − t) g(X)],
+
+so a surface integral is the value at `t` of a one-dimensional function that
+a kernel-smoothed sample mean estimates. `m_1(t) = G(t)` is the density of
+`s(X)` at `t` (3.8); `g |∇s|` in place of `g` gives the plain surface
+integral `∫_{s=t} g p dH^{d-1}` (`|∇_x s|` by autodiff).
+
+Kernels and bandwidth (`kernel_smoothed_mean`):
+
+* Two-sided: the Gaussian kernel `k(z) = φ(z)` (second order: `∫k = 1`,
+  `∫z k = 0`, `μ₂ = ∫z² k = 1`, `R(k) = ∫k² = 1/(2√π)`).
+* One-sided limits `m(t±)` (jumps across an interface): `m(t±) = p_s(t) μ(t±)`,
+  `μ(t±) = lim E[g | s = t±]`, with `p_s(t)` from the two-sided kernel and
+  `μ(t±)` by one-sided local-linear regression with half-Gaussian weights
+  (self-normalised, so its variance is that of `g` about its local trend;
+  equivalent kernel `(c₀ + c₁ z) φ(z) 1{z > 0}`, `c₀ ≈ 5.504`, `c₁ ≈ −4.391`,
+  `μ₂ ≈ −0.752`, `R ≈ 1.786`; bias `O(h²)`). The curvature `μ''(t±)` and the
+  residual variance come from a local-quadratic pilot fit at `2 σ̂ N^{-1/7}`;
+  `h ≥ 200/(N p_s(t))` so the fit always sees a few hundred samples.
+* Bandwidth: the AMSE-optimal `h = (R(k) v / (N μ₂² m''²))^{1/5} ∝ N^{-1/5}`,
+  which balances the squared bias `(h² μ₂ m''/2)²` against the variance
+  `R(k) v/(N h)`, with `v = m_{g²}(t)` and `m''(t)` plugged in from a pilot
+  pass at `h_p = σ̂ N^{-1/9}` (`σ̂ = min(sd, √(π/2) E|s − E s|)` of `s`;
+  second derivative by the kernel `(z² − 1)φ(z)`); one-sided: `v = Var(g|s=t±)/p_s(t)`
+  and `m''` replaced by `μ''(t±)`. `h` is kept in `[10⁻³ h_p, h_p]`.
+* Standard error: `sqrt(var/N + b²)` with `var` the sample variance of the
+  per-sample terms `k_h(s − t) g` (one-sided: the sandwich variance of the
+  local-linear intercept, combined with the density's error by the delta
+  method) and `b = h² |μ₂| sqrt(m̂''² + se(m̂'')²)/2` the estimated smoothing
+  bias, so it covers both error sources.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._stats import Estimate, chunk_size_for, moments_to_estimate
+from ._validate import (
+    check_delta,
+    check_finite_params,
+    check_logits,
+    check_x,
+    check_xy,
+    is_concrete,
+)
+from .routing import expert_outputs, logits, pair_indices
+
+__all__ = [
+    "kernel_smoothed_mean",
+    "kernel_bandwidth",
+    "level_set_density",
+    "surface_integral",
+    "pairwise_level_set_densities",
+    "ambiguity_coefficient",
+    "gap_coefficient",
+]
+
+_SIDES = ("both", "right", "left")
+_MEASURES = ("coarea", "hausdorff")
+_TWO_LN2 = 2.0 * math.log(2.0)
+
+# ----------------------------------------------------------------------------
+# kernels: polynomial × Gaussian, on the whole line or one half-line
+# ----------------------------------------------------------------------------
+
+
+class _Kernel(NamedTuple):
+    coeffs: tuple  # polynomial coefficients c_0..c_p of K(z) = Σ c_k z^k φ(z)
+    side: str  # "both" | "right" (z ≥ 0) | "left" (z < 0)
+    order: int  # ν: K estimates the ν-th derivative (∫ z^ν K = ν!)
+    R: float  # ∫ K²
+    mu2: float  # ∫ z² K (the h² bias constant for ν = 0)
+
+
+def _half_moment(k: int) -> float:
+    # ∫_0^∞ z^k φ(z) dz
+    return 2.0 ** (k / 2) * math.gamma((k + 1) / 2) / (2.0 * math.sqrt(math.pi))
+
+
+def _moment(k: int, side: str) -> float:
+    if side == "both":
+        return 0.0 if k % 2 else 2.0 * _half_moment(k)
+    return _half_moment(k) * (1.0 if side == "right" or k % 2 == 0 else -1.0)
+
+
+def _sq_moment(k: int, side: str) -> float:
+    # ∫ z^k φ(z)² dz over the support
+    half = math.gamma((k + 1) / 2) / (4.0 * math.pi)
+    if side == "both":
+        return 0.0 if k % 2 else 2.0 * half
+    return half * (1.0 if side == "right" or k % 2 == 0 else -1.0)
+
+
+@functools.cache
+def _kernel(order: int, degree: int, side: str) -> _Kernel:
+    """Equivalent kernel of local-polynomial fitting: moments `∫ z^j K = ν! δ_jν`, j ≤ degree."""
+    M = np.array([[_moment(i + j, side) for j in range(degree + 1)] for i in range(degree + 1)])
+    rhs = np.zeros(degree + 1)
+    rhs[order] = math.factorial(order)
+    c = np.linalg.solve(M, rhs)
+    R = sum(
+        c[i] * c[j] * _sq_moment(i + j, side) for i in range(degree + 1) for j in range(degree + 1)
+    )
+    mu2 = sum(c[i] * _moment(i + 2, side) for i in range(degree + 1))
+    return _Kernel(tuple(float(v) for v in c), side, order, float(R), float(mu2))
+
+
+def _value_kernel(side: str) -> _Kernel:
+    return _kernel(0, 0, "both") if side == "both" else _kernel(0, 1, side)
+
+
+def _eval_kernel(k: _Kernel, z: jax.Array) -> jax.Array:
+    poly = jnp.zeros_like(z)
+    for c in reversed(k.coeffs):
+        poly = poly * z + c
+    val = poly * jnp.exp(-0.5 * z * z) * (1.0 / math.sqrt(2.0 * math.pi))
+    if k.side == "right":
+        val = jnp.where(z >= 0, val, 0.0)
+    elif k.side == "left":
+        val = jnp.where(z < 0, val, 0.0)
+    return val
+
+
+# ----------------------------------------------------------------------------
+# kernel-smoothed means
+# ----------------------------------------------------------------------------
+
+
+class _Smoothed(NamedTuple):
+    value: jax.Array  # [P]
+    se_var: jax.Array  # [P] sampling standard error
+    bias: jax.Array  # [P] estimated smoothing bias magnitude
+    bandwidth: jax.Array  # [P]
+
+
+class _Moments(NamedTuple):
+    n: jax.Array  # scalar count
+    mean: jax.Array  # [...]
+    m2: jax.Array  # [...] sum of squared deviations
+
+
+def _stream(fn, arrays, chunk: int):
+    """Means and stderrs of per-sample values (sample axis last), streamed over chunks.
+
+    Like `_stats.stream_moments` (Chan et al.'s pairwise merge), but the arrays
+    are padded to whole chunks and masked, so `fn` is traced once: the
+    estimators here make several passes and compile time would otherwise grow
+    with each traced copy.
+    """
+    n = arrays[0].shape[0]
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    padded = tuple(jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1), mode="edge") for a in arrays)
+
+    def chunk_moments(i):
+        part = tuple(jax.lax.dynamic_slice_in_dim(a, i * chunk, chunk, axis=0) for a in padded)
+        mask = (i * chunk + jnp.arange(chunk)) < n  # [chunk]
+        out = fn(*part)
+
+        def moments(v):
+            m = mask.astype(v.dtype)
+            cnt = jnp.sum(m)
+            mean = jnp.sum(v * m, axis=-1) / cnt
+            m2 = jnp.sum(((v - mean[..., None]) * m) ** 2, axis=-1)
+            return _Moments(cnt, mean, m2)
+
+        return jax.tree.map(moments, out)
+
+    def merge(a, b):
+        cnt = a.n + b.n
+        delta = b.mean - a.mean
+        frac = b.n / jnp.maximum(cnt, 1)
+        return _Moments(cnt, a.mean + delta * frac, a.m2 + b.m2 + delta**2 * a.n * frac)
+
+    shapes = jax.eval_shape(chunk_moments, 0)
+    init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def is_m(x):
+        return isinstance(x, _Moments)
+
+    def body(i, acc):
+        return jax.tree.map(merge, acc, chunk_moments(i), is_leaf=is_m)
+
+    acc = jax.lax.fori_loop(0, n_chunks, body, init)
+    return jax.tree.map(moments_to_estimate, acc, is_leaf=is_m)
+
+
+def _robust_scale(s: jax.Array) -> jax.Array:
+    # min(sd, sqrt(π/2)·mean|s − mean|): Silverman's guard against heavy tails,
+    # without the sort a quantile needs
+    c = s - jnp.mean(s)
+    sd = jnp.sqrt(jnp.mean(c * c))
+    mad = math.sqrt(math.pi / 2.0) * jnp.mean(jnp.abs(c))
+    scale = jnp.minimum(sd, mad)
+    return jnp.where(scale > 0, scale, jnp.ones_like(scale))
+
+
+def _auto_bandwidth(R, mu2, v, curv2, n, h_lo, h_hi):
+    # AMSE-optimal h = (R v / (n μ₂² m''²))^{1/5}, kept in [h_lo, h_hi]
+    ok = (curv2 > 0) & (v > 0)
+    ratio = jnp.where(ok, R * v / (n * mu2**2 * jnp.where(ok, curv2, 1.0)), 1.0)
+    h = jnp.where(ok, ratio**0.2, jnp.where(v > 0, h_hi, h_lo))
+    return jnp.clip(h, h_lo, h_hi)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk",))
+def _two_sided(s, g, t, bandwidth, *, chunk) -> _Smoothed:
+    # s: [N], g: [N, P], t: scalar, bandwidth: [P] (NaN: automatic)
+    n = s.shape[0]
+    k0, k2 = _value_kernel("both"), _kernel(2, 2, "both")
+    h_p = _robust_scale(s) * n ** (-1.0 / 9.0)
+
+    def pilot(sc, gc):
+        z = (sc - t) / h_p
+        w0 = _eval_kernel(k0, z) / h_p
+        w2 = _eval_kernel(k2, z) / h_p**3
+        gt = gc.T  # [P, n]
+        return w2[None, :] * gt, w0[None, :] * gt * gt
+
+    curv, second = _stream(pilot, (s, g), chunk)
+    curv2 = curv.value**2 + curv.stderr**2  # conservative |m''|²
+    v = jnp.maximum(second.value, 0.0)  # m_{g²}(t)
+    h = _auto_bandwidth(k0.R, k0.mu2, v, curv2, n, 1e-3 * h_p, h_p)
+    h = jnp.where(jnp.isnan(bandwidth), h, bandwidth)
+
+    def final(sc, gc):
+        z = (sc[None, :] - t) / h[:, None]  # [P, n]
+        return (_eval_kernel(k0, z) / h[:, None] * gc.T,)
+
+    (est,) = _stream(final, (s, g), chunk)
+    bias = 0.5 * h**2 * abs(k0.mu2) * jnp.sqrt(curv2)
+    return _Smoothed(est.value, est.stderr, bias, h)
+
+
+class _LocalFit(NamedTuple):
+    beta: jax.Array  # [D+1, P] coefficients of 1, z, …, z^D (z = (s − t)/h)
+    se: jax.Array  # [D+1, P] sandwich standard errors
+    sigma2: jax.Array  # [P] weighted residual variance ≈ Var(g | s = t±)
+
+
+def _local_fit(s, g, t, h, *, side, degree, chunk) -> _LocalFit:
+    """One-sided local-polynomial regression of `g` on `z = (s − t)/h`, half-Gaussian weights."""
+    half = _kernel(0, 0, "both")._replace(side=side)  # φ(z) on the half-line
+
+    def weights(sc):
+        z = (sc[None, :] - t) / h[:, None]  # [P, n]
+        return z, _eval_kernel(half, z) / h[:, None]
+
+    def moments(sc, gc):
+        z, w = weights(sc)
+        zp = jnp.stack([z**k for k in range(2 * degree + 1)])  # [2D+1, P, n]
+        return w[None] * zp, w[None] * zp[: degree + 1] * gc.T[None]
+
+    S, T = _stream(moments, (s, g), chunk)
+    idx = np.add.outer(np.arange(degree + 1), np.arange(degree + 1))
+    Smat = jnp.moveaxis(S.value[idx], -1, 0)  # [P, D+1, D+1]
+    Sinv = jnp.linalg.inv(Smat)
+    beta = jnp.einsum("pij,jp->ip", Sinv, T.value)  # [D+1, P]
+
+    def residuals(sc, gc):
+        z, w = weights(sc)
+        zp = jnp.stack([z**k for k in range(degree + 1)])  # [D+1, P, n]
+        eps = gc.T - jnp.einsum("kp,kpn->pn", beta, zp)
+        infl = jnp.einsum("pij,jpn->ipn", Sinv, zp) * (w * eps)[None]
+        return infl, w * eps * eps
+
+    infl, r2 = _stream(residuals, (s, g), chunk)
+    sigma2 = r2.value / S.value[0]
+    return _LocalFit(beta, infl.stderr, sigma2)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk",))
+def _one_sided(s, g, t, p, se_p, bandwidth, *, chunk) -> _Smoothed:
+    # m(t+) = p_s(t) · E[g | s = t+], given the density p = p_s(t) ± se_p; the
+    # one-sided regression limit by local-linear fitting (self-normalised, so
+    # its variance is that of g about its local trend, not of g itself).
+    # The left limit is this one for (−s, −t).
+    n = s.shape[0]
+    P = g.shape[1]
+    k0 = _value_kernel("right")  # the equivalent kernel of local-linear fitting
+    p_safe = jnp.maximum(p, jnp.finfo(s.dtype).tiny)
+    h_p = 2.0 * _robust_scale(s) * n ** (-1.0 / 7.0)
+    pil = _local_fit(s, g, t, jnp.full((P,), h_p), side="right", degree=2, chunk=chunk)
+    curv2 = (2.0 * pil.beta[2] / h_p**2) ** 2 + (2.0 * pil.se[2] / h_p**2) ** 2  # |μ''|²
+    h_lo = jnp.maximum(1e-3 * h_p, 200.0 / (n * p_safe))
+    h = _auto_bandwidth(k0.R, k0.mu2, pil.sigma2 / p_safe, curv2, n, h_lo, h_p)
+    h = jnp.where(jnp.isnan(bandwidth), h, bandwidth)
+    fit = _local_fit(s, g, t, h, side="right", degree=1, chunk=chunk)
+    mu, se_mu = fit.beta[0], fit.se[0]
+    bias_mu = 0.5 * h**2 * abs(k0.mu2) * jnp.sqrt(curv2)
+    se_var = jnp.sqrt((p * se_mu) ** 2 + (mu * se_p) ** 2)
+    return _Smoothed(p * mu, se_var, p * bias_mu, h)
+
+
+def _prepare(s, g, t, bandwidth, side, chunk_size):
+    s = jnp.asarray(s)
+    if s.ndim != 1 or s.shape[0] < 2:
+        raise ValueError(f"`s` must be a 1-D array [N] of scores with N >= 2, got shape {s.shape}")
+    if not jnp.issubdtype(s.dtype, jnp.floating):
+        s = s.astype(jnp.result_type(float))
+    g = jnp.asarray(g)
+    if g.ndim not in (1, 2) or g.shape[0] != s.shape[0]:
+        raise ValueError(
+            f"`g` must have shape [N] or [N, P] with N = {s.shape[0]} matching `s`, got {g.shape}"
+        )
+    dtype = jnp.result_type(s.dtype, g.dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(float)
+    if jnp.shape(t) != ():
+        raise ValueError(f"`t` must be a scalar level, got shape {jnp.shape(t)}")
+    if side not in _SIDES:
+        raise ValueError(f"`side` must be one of {_SIDES}, got {side!r}")
+    g2 = g[:, None] if g.ndim == 1 else g
+    P = g2.shape[1]
+    if bandwidth is not None:
+        bandwidth = jnp.asarray(bandwidth, dtype)
+        if bandwidth.shape not in ((), (P,)):
+            raise ValueError(
+                f"`bandwidth` must be a scalar or have shape [P] = ({P},), got {bandwidth.shape}"
+            )
+        if is_concrete(bandwidth) and not bool(np.all(np.asarray(bandwidth) > 0)):
+            raise ValueError(f"`bandwidth` must be > 0, got {np.asarray(bandwidth)}")
+        bw = jnp.broadcast_to(bandwidth, (P,))
+    else:
+        bw = jnp.full((P,), jnp.nan, dtype)
+    chunk = chunk_size_for(s.shape[0], 8 * P, chunk_size)
+    return s.astype(dtype), g2.astype(dtype), jnp.asarray(t, dtype), bw, chunk, g.ndim == 1
+
+
+def _smoothed_checked(s, g, t, bandwidth, side, chunk_size) -> tuple[_Smoothed, bool]:
+    s, g2, t, bw, chunk, squeeze = _prepare(s, g, t, bandwidth, side, chunk_size)
+    if side == "both":
+        out = _two_sided(s, g2, t, bw, chunk=chunk)
+    else:
+        ones = jnp.ones((s.shape[0], 1), s.dtype)
+        nan = jnp.full((1,), jnp.nan, s.dtype)
+        dens = _two_sided(s, ones, t, nan, chunk=chunk_size_for(s.shape[0], 8, chunk_size))
+        p, se_p = dens.value[0], jnp.sqrt(dens.se_var[0] ** 2 + dens.bias[0] ** 2)
+        sign = 1.0 if side == "right" else -1.0
+        out = _one_sided(sign * s, g2, sign * t, p, se_p, bw, chunk=chunk)
+    return out, squeeze
+
+
+def _to_estimate(out: _Smoothed, squeeze: bool) -> Estimate:
+    stderr = jnp.sqrt(out.se_var**2 + out.bias**2)
+    if squeeze:
+        return Estimate(out.value[0], stderr[0])
+    return Estimate(out.value, stderr)
+
+
+def kernel_smoothed_mean(
+    s: jax.Array,
+    g: jax.Array,
+    *,
+    t=0.0,
+    bandwidth=None,
+    side: str = "both",
+    chunk_size: int | None = None,
+) -> Estimate:
+    """Estimate `lim_{h→0} E[k_h(s − t) g]`, a level-set integral by coarea (§3, [X]).
+
+    With `s = s(X)` and `g = g(X)` sampled from the input law, the limit is
+    `m_g(t) = ∫_{s=t} g p/|∇s| dH^{d-1}` (EQUATIONS.md §3): with `g = 1` the
+    density `G(t)` of `s(X)` (3.8), with `g |∇s|` the plain surface integral.
+    The kernel, the automatic bandwidth (`∝ N^{-1/5}`, AMSE-optimal with a
+    pilot estimate of `m''(t)`) and the standard error `sqrt(var/N + bias²)`
+    are described in the module docstring. `side="right"`/`"left"` give the
+    one-sided limits `m(t+)`, `m(t−)` (from `s > t` / `s < t`), by one-sided
+    local-linear regression times the density of `s` at `t` (which must be
+    continuous there), for integrands that jump across `{s = t}`.
+
+    Args:
+        s: `[N]` score values `s(X_n)`.
+        g: `[N]` or `[N, P]` integrand values `g(X_n)`.
+        t: scalar level.
+        bandwidth: `None` for the automatic bandwidth, or `> 0`, scalar or `[P]`.
+        side: `"both"` (default), `"right"` or `"left"`.
+        chunk_size: samples per streamed chunk (default: automatic).
+
+    Returns:
+        `Estimate` with value and stderr of shape `g.shape[1:]`.
+
+    >>> s = jax.random.normal(jax.random.key(0), (100_000,))
+    >>> est = kernel_smoothed_mean(s, jnp.ones_like(s))  # density of N(0, 1) at 0
+    >>> bool(abs(est.value - 0.398942) < 3 * est.stderr)
+    True
+    """
+    out, squeeze = _smoothed_checked(s, g, t, bandwidth, side, chunk_size)
+    return _to_estimate(out, squeeze)
+
+
+def kernel_bandwidth(s: jax.Array, g: jax.Array, *, t=0.0, side: str = "both") -> jax.Array:
+    """The automatic bandwidth `kernel_smoothed_mean` uses: scalar, or `[P]` for `g: [N, P]`.
+
+    Args:
+        s: `[N]` scores; g: `[N]` or `[N, P]` integrand values; t: scalar level;
+        side: `"both"`, `"right"` or `"left"`.
+    """
+    out, squeeze = _smoothed_checked(s, g, t, None, side, None)
+    return out.bandwidth[0] if squeeze else out.bandwidth
+
+
+# ----------------------------------------------------------------------------
+# level-set densities and surface integrals of a score function
+# ----------------------------------------------------------------------------
+
+_MAP_BATCH = 1 << 15
+
+
+def _check_scalar_fn(fn, name: str, x: jax.Array, allow_vector: bool = False):
+    if not callable(fn):
+        raise ValueError(f"`{name}` must be a callable x: [d] -> scalar, got {type(fn).__name__}")
+    try:
+        out = jax.eval_shape(fn, jax.ShapeDtypeStruct(x.shape[1:], x.dtype))
+    except Exception as e:  # noqa: BLE001 - report any tracing failure as bad input
+        raise ValueError(
+            f"`{name}` must map x: [d] = {x.shape[1:]} to a scalar; calling it failed: {e}"
+        ) from e
+    shape = getattr(out, "shape", None)
+    if shape is None or not (shape == () or (allow_vector and len(shape) == 1)):
+        want = "a scalar or [P]" if allow_vector else "a scalar"
+        raise ValueError(f"`{name}` must map x: [d] to {want}, got output {out}")
+    return out
+
+
+def _as_float_x(x):
+    x = check_x(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+def _per_sample(fn, x):
+    return jax.lax.map(fn, x, batch_size=min(_MAP_BATCH, x.shape[0]))
+
+
+def level_set_density(score_fn, x: jax.Array, t=0.0, *, bandwidth=None) -> Estimate:
+    """Level-set profile `G(t) = ∫_{s=t} p/|∇s| dH^{d-1}` (3.8): the density of `s(X)` at `t`.
+
+    By the coarea formula `G(t)` is the density of the scalar `s(X)`; it is
+    estimated by `kernel_smoothed_mean(s(X), 1)` (Gaussian kernel, automatic
+    bandwidth, stderr including the smoothing bias). For a linear score and a
+    Gaussian input it equals `φ(m/σ_s)/σ_s` (3.14).
+
+    Args:
+        score_fn: `[d] -> scalar` score `s(x)`, e.g. `lambda x: a(x)[0] - a(x)[1]`.
+        x: `[N, d]` samples of the input law.
+        t: scalar level.
+        bandwidth: `None` (automatic) or a bandwidth `> 0`.
+
+    Returns:
+        scalar `Estimate` of `G(t)`.
+
+    >>> x = jax.random.normal(jax.random.key(0), (100_000, 2))
+    >>> est = level_set_density(lambda v: v[0] + v[1], x)  # s ~ N(0, 2)
+    >>> bool(abs(est.value - 0.282095) < 3 * est.stderr)
+    True
+    """
+    x = _as_float_x(x)
+    _check_scalar_fn(score_fn, "score_fn", x)
+    s = _per_sample(score_fn, x)
+    return kernel_smoothed_mean(s, jnp.ones_like(s), t=t, bandwidth=bandwidth)
+
+
+def surface_integral(
+    score_fn, x: jax.Array, g=None, t=0.0, *, measure: str = "coarea", bandwidth=None
+) -> Estimate:
+    """Surface integral of `g` over the level set `{s = t}` by the coarea formula (§3, [X]).
+
+    `measure="coarea"`: `∫_{s=t} g p/|∇_x s| dH^{d-1} = lim E[k_h(s(X) − t) g(X)]`.
+    `measure="hausdorff"`: `∫_{s=t} g p dH^{d-1} = lim E[k_h(s(X) − t) g(X) |∇_x s(X)|]`,
+    with `∇_x s` by autodiff. `p` is the density the samples `x` come from. For
+    a linear score `βᵀx + b` and `X ~ N(μ, Σ)` the two are `φ(m/σ_s)/σ_s` (3.14)
+    and `|β| φ(m/σ_s)/σ_s`.
+
+    Args:
+        score_fn: `[d] -> scalar` score `s(x)`.
+        x: `[N, d]` samples of the input law.
+        g: `[d] -> scalar` (or `[P]`) integrand; `None` for `g = 1`.
+        t: scalar level.
+        measure: `"coarea"` (default) or `"hausdorff"`.
+        bandwidth: `None` (automatic) or a bandwidth `> 0`.
+
+    Returns:
+        `Estimate`, scalar (or `[P]` for a vector-valued `g`).
+
+    >>> x = jax.random.normal(jax.random.key(0), (100_000, 2))
+    >>> est = surface_integral(lambda v: 2.0 * v[0], x, measure="hausdorff")
+    >>> bool(abs(est.value - 0.398942) < 3 * est.stderr)  # ∫_{x₀=0} p dH¹ = φ(0)
+    True
+    """
+    if measure not in _MEASURES:
+        raise ValueError(f"`measure` must be one of {_MEASURES}, got {measure!r}")
+    x = _as_float_x(x)
+    _check_scalar_fn(score_fn, "score_fn", x)
+    if g is not None:
+        _check_scalar_fn(g, "g", x, allow_vector=True)
+
+    def per(xi):
+        if measure == "hausdorff":
+            sv, grad = jax.value_and_grad(score_fn)(xi)
+            w = jnp.sqrt(jnp.sum(grad * grad))
+        else:
+            sv, w = score_fn(xi), jnp.ones((), xi.dtype)
+        gv = jnp.ones((), xi.dtype) if g is None else g(xi)
+        return sv, gv * w
+
+    s, vals = _per_sample(per, x)
+    return kernel_smoothed_mean(s, vals, t=t, bandwidth=bandwidth)
+
+
+# ----------------------------------------------------------------------------
+# pairwise versions (Lemma 3.6, (3.9), Prop 3.5)
+# ----------------------------------------------------------------------------
+
+
+def _top_two_indicator(a: jax.Array, i: int, j: int) -> jax.Array:
+    # a: [N, K] -> [N] float, 1 where {i, j} are the two largest logits
+    # (max/argmax twice: cheaper than lax.top_k on CPU; ties go to the lower index)
+    first = jnp.argmax(a, axis=-1)
+    masked = jnp.where(jax.nn.one_hot(first, a.shape[1], dtype=bool), -jnp.inf, a)
+    second = jnp.argmax(masked, axis=-1)
+    hit = ((first == i) & (second == j)) | ((first == j) & (second == i))
+    return hit.astype(a.dtype)
+
+
+def pairwise_level_set_densities(logits: jax.Array, *, t=0.0, top_two: bool = False) -> Estimate:
+    """`G_ij(t)` (3.8) for every pair `i < j`: the density of `s_ij(X) = a_i − a_j` (3.1) at `t`.
+
+    Lemma 3.6 gives `P(|s_ij(X)| ≤ w) = 2 w G_ij(0) + o(w)`, and (3.9) bounds
+    `M_pair(w) ≤ 2 w Σ_{i<j} G_ij(0) + o(w)`. With `top_two=True` the level set
+    is restricted to where `i, j` are the two largest logits,
+    `G_ij^top(t) = ∫_{s_ij=t, {i,j} top two} p/|∇s_ij|`, so that
+    `M(w) = 2 w Σ_{i<j} G_ij^top(0) + o(w)` ([X]). Only score values are
+    needed, so this takes logits; each pair is a `kernel_smoothed_mean`.
+
+    Args:
+        logits: `[N, K]` router logits `a(X_n)`.
+        t: scalar level.
+        top_two: restrict to the top-two interface (default `False`).
+
+    Returns:
+        `Estimate` of shape `[K(K−1)/2]`, pairs in `routing.pair_indices` order.
+    """
+    a = check_logits(logits)
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        a = a.astype(jnp.result_type(float))
+    vals, errs = [], []
+    for i, j in zip(*pair_indices(a.shape[1])):
+        i, j = int(i), int(j)
+        w = _top_two_indicator(a, i, j) if top_two else jnp.ones(a.shape[:1], a.dtype)
+        est = kernel_smoothed_mean(a[:, i] - a[:, j], w, t=t)
+        vals.append(est.value)
+        errs.append(est.stderr)
+    return Estimate(jnp.stack(vals), jnp.stack(errs))
+
+
+def ambiguity_coefficient(logits: jax.Array, eps, *, kind: str = "top2") -> Estimate:
+    """The boundary-layer coefficient `C` with `P(ambiguous at ε) = C τ + o(τ)` (Prop 3.5).
+
+    `C = 2 L_ε Σ_{i<j} G_ij(0)`, `L_ε = log((1−ε)/ε)` (2.15). For K = 2 this is
+    Prop 3.5's `2 L_ε G(0)` for `P(ε ≤ π_1^τ ≤ 1−ε)`. For K > 2, `kind="pairwise"`
+    gives the coefficient of `M_pair(τ L_ε) = P(∪ A_ij(τ, ε))` (3.6, 3.9) and
+    `kind="top2"` that of `M(τ L_ε)` (top-two interfaces only, [X]); both
+    agree for K = 2. The stderr adds the pairwise stderrs (conservative).
+
+    Args:
+        logits: `[N, K]` router logits.
+        eps: scalar in `(0, 1/2)`.
+        kind: `"top2"` (default) or `"pairwise"`.
+
+    Returns:
+        scalar `Estimate` of `C`.
+    """
+    check_delta(eps, "eps")
+    if kind not in ("top2", "pairwise"):
+        raise ValueError(f"`kind` must be 'top2' or 'pairwise', got {kind!r}")
+    dens = pairwise_level_set_densities(logits, top_two=kind == "top2")
+    L = jnp.log((1.0 - eps) / eps)
+    return Estimate(2.0 * L * jnp.sum(dens.value), 2.0 * L * jnp.sum(dens.stderr))
+
+
+# ----------------------------------------------------------------------------
+# first-order soft-to-hard gap coefficient
+# ----------------------------------------------------------------------------
+
+
+def gap_coefficient(model, x: jax.Array, y: jax.Array, *, bandwidth=None) -> Estimate:
+    """First-order coefficient `c` in `L_τ − L_0 = c τ + o(τ)` (EQUATIONS.md §3, [X]).
+
+    For K = 2 with `s = a_1 − a_2`, `Δf = f_1 − f_2` and the jump
+    `J = E[Y | x⁺] − E[Y | x⁻]` of the regression function across `{s = 0}`
+    (from the expert-1 side `s > 0`),
+
+        c = ∫_{s=0} (2 ln 2 · Δf · J − Δf²) p/|∇s| dH^{d-1}.
+
+    It is computed in the equivalent residual form (from (4.5) with
+    `f_0 − f_τ = Δf (1{s>0} − σ(s/τ))` and `∫_0^∞ (1 − σ) = ln 2`)
+
+        c = 2 ln 2 · [m(0+) − m(0−)] + (2 ln 2 − 1) ∫_{s=0} Δf² p/|∇s| dH^{d-1},
+
+    `m(u) = E[Δf (Y − f_0) | s = u] p_s(u)`, whose jump is `∫ Δf (J − Δf) p/|∇s|`.
+    The one-sided limits `m(0±)` come from the one-sided local-linear kernels
+    of `kernel_smoothed_mean`, the `Δf²` term from the two-sided kernel. In
+    the realizable case `Y − f_0 ≡ 0` (noiseless), so the noisier one-sided
+    part vanishes exactly. A realizable target (`Y = f_0(X)`) gives
+    `(2 ln 2 − 1) ∫ Δf² p/|∇s|`; a target continuous across `S` gives
+    `−∫ Δf² p/|∇s|`. For K > 2 the coefficient is the sum over pairs `i < j`
+    of the same with `s_ij`, `f_i − f_j`, restricted to where `i, j` are the
+    top two. The stderr adds the stderrs of the parts (conservative).
+
+    Args:
+        model: pytree with `.router` and `.experts` (e.g. `MoE`), `x: [d] -> [K]` each.
+        x: `[N, d]` inputs; y: `[N]` targets.
+        bandwidth: `None` (automatic) or a bandwidth `> 0` for every part.
+
+    Returns:
+        scalar `Estimate` of `c`.
+    """
+    x, y = check_xy(x, y)
+    check_finite_params(model, "model")
+    dtype = jnp.result_type(x.dtype, y.dtype, float)
+    x, y = x.astype(dtype), y.astype(dtype)
+    a = logits(model.router, x)
+    f = expert_outputs(model.experts, x)
+    if f.shape != a.shape:
+        raise ValueError(
+            f"`model.experts` must return [K] = {a.shape[1:]} outputs to match the router, "
+            f"got batched shape {f.shape}"
+        )
+    value = jnp.zeros((), dtype)
+    stderr = jnp.zeros((), dtype)
+    for i, j in zip(*pair_indices(a.shape[1])):
+        i, j = int(i), int(j)
+        s = a[:, i] - a[:, j]
+        on = _top_two_indicator(a, i, j) if a.shape[1] > 2 else jnp.ones_like(s)
+        df = f[:, i] - f[:, j]
+        f_hard = jnp.where(s >= 0, f[:, i], f[:, j])  # f_0 where {i, j} are the top two (2.9)
+        g_jump = on * df * (y - f_hard)
+        g_sq = on * df * df
+        right = kernel_smoothed_mean(s, g_jump, side="right", bandwidth=bandwidth)
+        left = kernel_smoothed_mean(s, g_jump, side="left", bandwidth=bandwidth)
+        both = kernel_smoothed_mean(s, g_sq, bandwidth=bandwidth)
+        value = value + _TWO_LN2 * (right.value - left.value) + (_TWO_LN2 - 1.0) * both.value
+        stderr = stderr + _TWO_LN2 * (right.stderr + left.stderr) + (_TWO_LN2 - 1.0) * both.stderr
+    return Estimate(value, stderr)
