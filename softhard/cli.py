@@ -139,6 +139,31 @@ def _sweep(args) -> int:
     return 0
 
 
+def _reproduce(args) -> int:
+    from .diagnostics.reproduce import device_note, reproduce
+
+    only = None if args.only is None else [t.strip() for t in args.only.split(",") if t.strip()]
+    print(
+        f"softhard reproduce: device {device_note()}, seed {args.seed}, "
+        f"{'quick' if args.quick else 'full'} run, writing to {args.out}/"
+    )
+    try:
+        summary = reproduce(args.out, quick=args.quick, seed=args.seed, only=only)
+    except ValueError as e:
+        print(f"softhard reproduce: {e}", file=sys.stderr)
+        return 2
+    for name, t in summary["tables"].items():
+        print(f"{name}: {t['seconds']:.1f} s, files {', '.join(t['files'])}")
+        for c in t["checks"]:
+            mark = "PASS" if c["passed"] else "FAIL"
+            print(f"  [{mark}] {c['name']} = {c['value']:.4g}  ({c['criterion']})")
+    print(
+        f"summary: {args.out}/summary.json, all checks passed: {summary['all_passed']}, "
+        f"{summary['seconds']:.1f} s"
+    )
+    return 0 if summary["all_passed"] else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="softhard", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command")
@@ -148,6 +173,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--taus", type=float, nargs="+", default=[0.02, 0.05, 0.1, 0.2, 0.45, 0.6])
     demo.set_defaults(func=_demo)
+    rep = sub.add_parser("reproduce", help="the paper's Section 7 tables and figures")
+    rep.add_argument("--out", default="results", help="output directory (default: results)")
+    rep.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--only", help="comma-separated subset of table1,table2,table3")
+    rep.set_defaults(func=_reproduce)
     sweep = sub.add_parser("sweep", help="temperature sweep of a model from a JSON/TOML config")
     sweep.add_argument(
         "config", help="path to a .json or .toml config (see softhard.diagnostics.config)"
