@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._validate import is_concrete
+
 __all__ = [
     "LinearRouter",
     "MLPRouter",
@@ -54,13 +56,25 @@ def _as_array(obj, name: str):
     plain data is converted.
     """
     del name
-    if isinstance(obj, (list, tuple, int, float, np.ndarray, np.generic)):
+    if isinstance(obj, (list, int, float, np.ndarray, np.generic)) and not isinstance(obj, bool):
         return jnp.asarray(obj, dtype=jnp.result_type(float))
     return obj
 
 
 def _shaped(*objs) -> bool:
     return all(hasattr(o, "shape") and hasattr(o, "ndim") for o in objs)
+
+
+def _canonical(self, ranks: dict) -> bool:
+    """True when every field is an array of exactly its documented rank.
+
+    Only then are shapes checked: the same classes also carry stacks of models
+    (extra leading axes, for `vmap`), per-leaf results of tree operations
+    (`optax.tree_utils.tree_l2_norm`, `jax.hessian`), and tracers, none of
+    which should be rejected.
+    """
+    fields = [getattr(self, n) for n in ranks]
+    return _shaped(*fields) and all(f.ndim == r for f, r in zip(fields, ranks.values()))
 
 
 def _convert_fields(self, names) -> None:
@@ -99,9 +113,7 @@ class LinearRouter:
 
     def __post_init__(self):
         _convert_fields(self, ("W", "b"))
-        if _shaped(self.W, self.b):
-            if self.W.ndim < 2:
-                _fail("LinearRouter", f"`W` must have shape [K, d], got {self.W.shape}")
+        if _canonical(self, {"W": 2, "b": 1}):
             if self.b.shape[-1:] != self.W.shape[-2:-1]:
                 _fail(
                     "LinearRouter",
@@ -141,15 +153,15 @@ class MLPRouter:
 
     def __post_init__(self):
         _convert_fields(self, ("W1", "b1", "W2", "b2"))
-        if _shaped(self.W1, self.b1, self.W2, self.b2):
-            H = self.W1.shape[-2] if self.W1.ndim >= 2 else None
-            if H is None or self.b1.shape[-1:] != (H,) or self.W2.shape[-1:] != (H,):
+        if _canonical(self, {"W1": 2, "b1": 1, "W2": 2, "b2": 1}):
+            H = self.W1.shape[-2]
+            if self.b1.shape[-1:] != (H,) or self.W2.shape[-1:] != (H,):
                 _fail(
                     "MLPRouter",
                     f"expected W1 [H, d], b1 [H], W2 [K, H]; got W1 {self.W1.shape}, "
                     f"b1 {self.b1.shape}, W2 {self.W2.shape}",
                 )
-            if self.W2.ndim < 2 or self.b2.shape[-1:] != self.W2.shape[-2:-1]:
+            if self.b2.shape[-1:] != self.W2.shape[-2:-1]:
                 _fail("MLPRouter", f"`b2` must have shape [K] to match W2 {self.W2.shape}")
             if self.W2.shape[-2] < 2:
                 _fail("MLPRouter", f"needs K >= 2 experts, `W2` has shape {self.W2.shape}")
@@ -187,8 +199,8 @@ class LinearExperts:
 
     def __post_init__(self):
         _convert_fields(self, ("B", "c"))
-        if _shaped(self.B, self.c):
-            if self.B.ndim < 2 or self.c.shape[-1:] != self.B.shape[-2:-1]:
+        if _canonical(self, {"B": 2, "c": 1}):
+            if self.c.shape[-1:] != self.B.shape[-2:-1]:
                 _fail(
                     "LinearExperts",
                     f"expected B [K, d] and c [K]; got B {self.B.shape}, c {self.c.shape}",
@@ -220,10 +232,9 @@ class MLPExperts:
 
     def __post_init__(self):
         _convert_fields(self, ("W1", "b1", "W2", "b2"))
-        if _shaped(self.W1, self.b1, self.W2, self.b2):
+        if _canonical(self, {"W1": 3, "b1": 2, "W2": 2, "b2": 1}):
             ok = (
-                self.W1.ndim >= 3
-                and self.b1.shape[-2:] == self.W1.shape[-3:-1]
+                self.b1.shape[-2:] == self.W1.shape[-3:-1]
                 and self.W2.shape[-2:] == self.W1.shape[-3:-1]
                 and self.b2.shape[-1:] == self.W1.shape[-3:-2]
             )
@@ -296,7 +307,7 @@ class Teacher:
     def __post_init__(self):
         _convert_fields(self, ("noise_std",))
         ns = self.noise_std
-        if _shaped(ns) and not isinstance(ns, jax.core.Tracer) and ns.ndim == 0:
+        if _shaped(ns) and is_concrete(ns) and ns.ndim == 0:
             if not float(ns) >= 0.0:
                 _fail("Teacher", f"`noise_std` must be >= 0, got {float(ns)!r}")
 
@@ -336,7 +347,7 @@ class LinearTarget:
     def __post_init__(self):
         _convert_fields(self, ("w", "c", "noise_std"))
         ns = self.noise_std
-        if _shaped(ns) and not isinstance(ns, jax.core.Tracer) and ns.ndim == 0:
+        if _shaped(ns) and is_concrete(ns) and ns.ndim == 0:
             if not float(ns) >= 0.0:
                 _fail("LinearTarget", f"`noise_std` must be >= 0, got {float(ns)!r}")
 
@@ -378,15 +389,15 @@ class Gaussian:
 
     def __post_init__(self):
         _convert_fields(self, ("mean", "cov"))
-        if _shaped(self.mean, self.cov):
-            d = self.mean.shape[-1:] if self.mean.ndim else None
-            if d is None or self.cov.shape[-2:] != d * 2:
+        if _canonical(self, {"mean": 1, "cov": 2}):
+            d = self.mean.shape[-1:]
+            if self.cov.shape[-2:] != d * 2:
                 _fail(
                     "Gaussian",
                     f"expected mean [d] and cov [d, d]; got mean {self.mean.shape}, "
                     f"cov {self.cov.shape}",
                 )
-            if not isinstance(self.cov, jax.core.Tracer) and self.cov.ndim == 2:
+            if is_concrete(self.cov):
                 c = np.asarray(self.cov)
                 if not np.allclose(c, c.T, rtol=1e-6, atol=1e-12):
                     _fail("Gaussian", "`cov` must be symmetric")
@@ -427,16 +438,14 @@ class Uniform:
 
     def __post_init__(self):
         _convert_fields(self, ("low", "high"))
-        if _shaped(self.low, self.high):
-            if self.low.ndim < 1 or self.low.shape != self.high.shape:
+        if _canonical(self, {"low": 1, "high": 1}):
+            if self.low.shape != self.high.shape:
                 _fail(
                     "Uniform",
                     f"`low` and `high` must both have shape [d]; got {self.low.shape}, "
                     f"{self.high.shape}",
                 )
-            if not isinstance(self.low, jax.core.Tracer) and not isinstance(
-                self.high, jax.core.Tracer
-            ):
+            if is_concrete(self.low) and is_concrete(self.high):
                 if not np.all(np.asarray(self.low) < np.asarray(self.high)):
                     _fail("Uniform", "`low` must be < `high` in every coordinate")
 
@@ -470,10 +479,9 @@ class GaussianMixture:
 
     def __post_init__(self):
         _convert_fields(self, ("weights", "means", "covs"))
-        if _shaped(self.weights, self.means, self.covs):
+        if _canonical(self, {"weights": 1, "means": 2, "covs": 3}):
             ok = (
-                self.means.ndim >= 2
-                and self.weights.shape[-1:] == self.means.shape[-2:-1]
+                self.weights.shape[-1:] == self.means.shape[-2:-1]
                 and self.covs.shape[-3:] == self.means.shape[-2:] + self.means.shape[-1:]
             )
             if not ok:
@@ -482,7 +490,7 @@ class GaussianMixture:
                     f"expected weights [C], means [C, d], covs [C, d, d]; got "
                     f"{self.weights.shape}, {self.means.shape}, {self.covs.shape}",
                 )
-            if not isinstance(self.weights, jax.core.Tracer) and self.weights.ndim == 1:
+            if is_concrete(self.weights):
                 w = np.asarray(self.weights)
                 if np.any(w < 0) or not np.isclose(w.sum(), 1.0):
                     _fail("GaussianMixture", f"`weights` must be >= 0 and sum to 1, got {w}")

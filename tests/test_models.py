@@ -1,6 +1,7 @@
 """Model pytrees and input laws."""
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -160,3 +161,25 @@ def test_bad_model_shapes_raise():
         sh.GaussianMixture([0.5, 0.6], np.zeros((2, 1)), np.ones((2, 1, 1)))
     with pytest.raises(ValueError, match="d"):
         sh.StandardGaussian(0)
+
+
+def test_tree_operations_on_models_are_not_rejected(rng):
+    """Transformed copies (per-leaf norms, Hessians, stacks) are valid pytrees of the class."""
+    import optax
+
+    m = sh.MoE(
+        sh.LinearRouter(rng.normal(size=(3, 2)), rng.normal(size=3)),
+        sh.MLPExperts(
+            rng.normal(size=(3, 4, 2)), rng.normal(size=(3, 4)), rng.normal(size=(3, 4)),
+            rng.normal(size=3),
+        ),
+    )  # fmt: skip
+    norm = optax.tree_utils.tree_norm(m)
+    flat = jax.flatten_util.ravel_pytree(m)[0]
+    np.testing.assert_allclose(norm, jnp.linalg.norm(flat), rtol=1e-12)
+    shapes = jax.tree.map(jnp.shape, m)
+    assert shapes.router.W == (3, 2)
+    h = jax.hessian(lambda r: jnp.sum(r(jnp.ones(2)) ** 2))(m.router)
+    assert h.W.W.shape == (3, 2, 3, 2) and h.b.W.shape == (3, 3, 2)
+    law = sh.Gaussian(np.zeros(2), np.eye(2))
+    assert jax.tree.map(lambda a: a.sum(), law).cov.shape == ()

@@ -17,8 +17,8 @@ TABLES = ("table1", "table2", "table3")
 #: Monte Carlo and training sizes: the default run and the quick one (CI)
 SIZES = {
     "full": {
-        "table1": {"n": 2**20},
-        "table2": {"n": 2**20},
+        "table1": {"n": 2**22},
+        "table2": {"n": 2**22},
         "table3": {"n": 20_000, "steps": 1500},
     },
     "quick": {
