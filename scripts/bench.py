@@ -125,7 +125,10 @@ taus = jnp.geomspace(0.01, 1.0, 64)
 t0 = time.perf_counter()
 out = sh.population_sweep(model, teacher, law, taus, key=jax.random.key(0), n=n, diagnostics=True)
 out.gap.value.block_until_ready()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t0)
+# VmHWM is this process's own peak (ru_maxrss would carry the parent's peak across exec)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")]
+peak_kb = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(peak_kb, time.perf_counter() - t0)
 """
 
 
