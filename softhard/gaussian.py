@@ -36,15 +36,18 @@ the tie point for `K = 2`, and in polar coordinates around the tie point for
 at the features — the student interface (the boundary layer of width `τ`),
 the (conditional-mean) teacher interfaces, the mode of the density — and each
 panel is integrated with a geometrically graded composite Gauss–Legendre rule
-clustered at both ends (ratio 0.2, down to `1e-16` of the panel length). That
-rule resolves a layer of *any* width at a panel end without knowing its
-scale, so the same fixed node set serves `τ` from `1e-8` to `10`, a teacher
+clustered at both ends. That rule resolves a layer of *any* width at a panel
+end without knowing its scale (down to `1e-16` of the panel for `K = 2`,
+`2e-7` for `K = 3`), so one fixed node set serves every `τ`, a teacher
 interface that coincides with, nearly coincides with, or crosses the
-student's, and it keeps the node count fixed: everything is `jit`-able,
+student's, and the node count stays fixed: everything is `jit`-able,
 `vmap`-able over `τ` and differentiable in the model parameters (gradients
-flow through the node positions). Measured accuracy: about `1e-13` relative
-for `K = 2`, `1e-8` for `K = 3` (a coarser rule; `1e-12` and better for the
-masses, whose radial integrals are closed form).
+flow through the node positions; see `_soft_integrals` for the one place
+where the derivative needs care, a teacher that shares the student's
+interface). Measured relative accuracy: about `1e-13` for `K = 2` with
+`τ ∈ [1e-4, 10]`; for `K = 3` about `1e-10` for risks and `1e-8` for gaps with
+`τ ≥ 1e-4`; about `1e-13` for the masses, whose radial integrals are closed
+form.
 
 Scope: `K ∈ {2, 3}` student experts; a `Teacher` with `K* ∈ {2, 3}` experts or
 a `LinearTarget`. For `K ≥ 4` the integral is over `K − 1 ≥ 3` dimensions with
@@ -68,7 +71,14 @@ import numpy as np
 from jax.scipy.special import log_ndtr, ndtr
 from numpy.polynomial.legendre import leggauss
 
-from ._validate import check_delta, check_finite_params, check_tau, check_width, is_concrete
+from ._validate import (
+    check_delta,
+    check_finite_params,
+    check_tau,
+    check_taus,
+    check_width,
+    is_concrete,
+)
 from .models import Gaussian, LinearExperts, LinearRouter, LinearTarget, Teacher
 
 __all__ = [
@@ -78,6 +88,8 @@ __all__ = [
     "exact_soft_risk",
     "exact_hard_risk",
     "exact_risk_gap",
+    "exact_risk_sweep",
+    "ExactRisks",
     "exact_boundary_mass",
     "exact_ambiguity_mass",
     "exact_gap_coefficient",
@@ -87,9 +99,9 @@ _LN2 = math.log(2.0)
 _TWO_PI = 2.0 * math.pi
 _HCLIP = 40.0  # |h| beyond this is ±∞ for Φ and φ in float64 (φ(40) = 0)
 _RCUT = 10.0  # radial integrals stop this many standard deviations past the mode
-#: independent jitter on the teacher scores, in their standard deviations (see
-#: `_partial_cholesky`); each quadrature rule resolves layers well below it
-_JITTER = {2: 1e-10, 3: 1e-7}
+#: jitter on (nearly) degenerate teacher scores for derivatives, in standard deviations
+#: (see `_soft_integrals`); each quadrature rule resolves layers well below it
+_JITTER = {2: 1e-10, 3: 3e-6}
 
 
 # ----------------------------------------------------------------------------
@@ -118,8 +130,8 @@ def _graded_rule(ratio: float, orders: tuple[int, ...]) -> tuple[np.ndarray, np.
 
 #: 368 nodes per half panel: ~1e-13 relative on layers of width 1e-16 … 1 (K = 2)
 _RULE_FINE = _graded_rule(0.2, (16,) * 23)
-#: 132 nodes per half panel, down to 4e-9: ~1e-9 relative (each axis of the K = 3 rule)
-_RULE_COARSE = _graded_rule(0.3, (12,) + (8,) * 15)
+#: 108 nodes per half panel, down to 2e-7: ~1e-9 relative (each axis of the K = 3 rule)
+_RULE_COARSE = _graded_rule(0.3, (12,) + (8,) * 12)
 
 
 def _rule(rule, dtype):
@@ -190,8 +202,8 @@ def _safe_norm(v):
     return jnp.where(ok, jnp.sqrt(jnp.where(ok, n2, 1.0)), 0.0)
 
 
-# Gauss–Legendre rules for the bivariate normal integral (Genz: 6, 12, 20 points)
-_BVN_RULES = {n: leggauss(n) for n in (6, 12, 20)}
+# Gauss–Legendre rule for the bivariate normal integral (20 points on [-1, 1])
+_BVN_X, _BVN_W = leggauss(20)
 
 # The integrands below work on lists of `[N]` arrays, one per component of the
 # small static dimensions (K ≤ 3, K* ≤ 3), so that XLA fuses every node-wise
@@ -202,43 +214,35 @@ def _bvn_upper(h, k, r):
     """`P(X > h, Y > k)` for a standard bivariate normal with correlation `r`.
 
     The method of Drezner & Wesolowsky (1989) with Genz's (2004) changes for
-    double precision and `|r|` near 1: a 6-, 12- or 20-point Gauss–Legendre rule
-    over the arcsine of the correlation for `|r| < 0.3, 0.75, 0.925`, and an
-    expansion around the singular `|r| = 1` case otherwise. Accurate to about
-    1e-15. The correlation is a scalar (one per teacher cell), so only the
-    branch in use is evaluated; each branch runs on safe inputs, so values and
-    gradients are finite for all `h, k ∈ [−40, 40]`, `r ∈ [−1, 1]`.
+    double precision and `|r|` near 1: a 20-point Gauss–Legendre rule over the
+    arcsine of the correlation for `|r| < 0.925`, and an expansion around the
+    singular `|r| = 1` case otherwise. Accurate to about 1e-15. The correlation
+    is a scalar (one per teacher cell), so only the branch in use is evaluated;
+    each branch runs on safe inputs, so values and gradients are finite for all
+    `h, k ∈ [−40, 40]`, `r ∈ [−1, 1]`.
 
     Args:
-        h, k: `[...]` lower limits; r: scalar correlation.
+        h, k: `[N]` lower limits; r: scalar correlation.
 
     Returns:
-        `[...]` probabilities.
+        `[N]` probabilities.
     """
     h, k = jnp.broadcast_arrays(h, k)
-    ar = jnp.abs(r)
-    index = (ar >= 0.3).astype(jnp.int32) + (ar >= 0.75) + (ar >= 0.925)
-    branches = [
-        functools.partial(_bvn_moderate, n=6),
-        functools.partial(_bvn_moderate, n=12),
-        functools.partial(_bvn_moderate, n=20),
-        _bvn_strong,
-    ]
-    return jax.lax.switch(index, branches, h, k, r)
+    return jax.lax.cond(jnp.abs(r) < 0.925, _bvn_moderate, _bvn_strong, h, k, r)
 
 
-def _bvn_moderate(h, k, r, n=20):
+def _bvn_moderate(h, k, r):
+    x, w = jnp.asarray(_BVN_X, h.dtype), jnp.asarray(_BVN_W, h.dtype)
     asr = jnp.arcsin(jnp.clip(r, -0.925, 0.925))
-    hk = h * k
-    hs = (h * h + k * k) / 2.0
-    total = jnp.zeros_like(h)
-    for x, w in zip(*_BVN_RULES[n]):
-        sn = jnp.sin(asr * (x + 1.0) / 2.0)
-        total = total + w * jnp.exp((sn * hk - hs) / (1.0 - sn * sn))
+    sn = jnp.sin(asr * (x + 1.0) / 2.0)  # [20]
+    hk = (h * k)[..., None]
+    hs = ((h * h + k * k) / 2.0)[..., None]
+    total = jnp.sum(w * jnp.exp((sn * hk - hs) / (1.0 - sn * sn)), axis=-1)
     return total * asr / (2.0 * _TWO_PI) + ndtr(-h) * ndtr(-k)
 
 
 def _bvn_strong(h, k, r):
+    x, w = jnp.asarray(_BVN_X, h.dtype), jnp.asarray(_BVN_W, h.dtype)
     sgn = jnp.where(r < 0, -1.0, 1.0)
     k2 = sgn * k
     hk = h * k2
@@ -264,13 +268,12 @@ def _bvn_strong(h, k, r):
         * (1.0 - c * bs * (1.0 - d * bs / 5.0) / 3.0)
     )
     a2 = a / 2.0
-    t3 = jnp.zeros_like(h)
-    for x, w in zip(*_BVN_RULES[20]):
-        xs = (a2 * (x + 1.0)) ** 2
-        rs = jnp.sqrt(1.0 - xs)
-        e1 = -(bs / xs + hk) / 2.0
-        e2 = e1 - hk * xs / (2.0 * (1.0 + rs) ** 2)
-        t3 = t3 + a2 * w * (jnp.exp(e2) / rs - jnp.exp(e1) * (1.0 + c * xs * (1.0 + d * xs)))
+    xs = (a2 * (x + 1.0)) ** 2  # [20]
+    rs = jnp.sqrt(1.0 - xs)
+    e1 = -(bs[..., None] / xs + hk[..., None]) / 2.0
+    e2 = e1 - hk[..., None] * xs / (2.0 * (1.0 + rs) ** 2)
+    poly = 1.0 + c[..., None] * xs * (1.0 + d[..., None] * xs)
+    t3 = a2 * jnp.sum(w * (jnp.exp(e2) / rs - jnp.exp(e1) * poly), axis=-1)
     core = jnp.where(regular, -(t1 - t2 + t3) / _TWO_PI, 0.0)
     pos = core + ndtr(-jnp.maximum(h, k2))
     between = jnp.where(k2 > h, _ncdf_between(h, jnp.maximum(k2, h)), 0.0)
@@ -429,9 +432,9 @@ def gaussian_slab_probability(beta, b, mean, cov, r):
     Returns:
         scalar or `[R]` probabilities.
 
-    >>> float(gaussian_slab_probability(jnp.array([1.0, 0.0]), 0.0, jnp.zeros(2),
-    ...                                 jnp.eye(2), 1.0))  # doctest: +ELLIPSIS
-    0.6826894921...
+    >>> p = gaussian_slab_probability(jnp.array([1.0, 0.0]), 0.0, jnp.zeros(2), jnp.eye(2), 1.0)
+    >>> round(float(p), 6)  # P(|Z| ≤ 1)
+    0.682689
     """
     _check_score_args(beta, b, mean, cov)
     r = check_width(r, "r")
@@ -450,8 +453,9 @@ def gaussian_interface_density(beta, b, mean, cov):
     Returns:
         scalar.
 
-    >>> float(gaussian_interface_density(jnp.array([2.0]), 0.0, jnp.zeros(1), jnp.eye(1)))
-    0.19947114020071635
+    >>> G = gaussian_interface_density(jnp.array([2.0]), 0.0, jnp.zeros(1), jnp.eye(1))
+    >>> round(float(G), 6)  # φ(0)/2
+    0.199471
     """
     _check_score_args(beta, b, mean, cov)
     m, sd = _score_moments(beta, b, mean, cov)
@@ -470,8 +474,9 @@ def gaussian_interface_area(beta, b, mean, cov):
     Returns:
         scalar.
 
-    >>> float(gaussian_interface_area(jnp.array([2.0]), 0.0, jnp.zeros(1), jnp.eye(1)))
-    0.3989422804014327
+    >>> A = gaussian_interface_area(jnp.array([2.0]), 0.0, jnp.zeros(1), jnp.eye(1))
+    >>> round(float(A), 6)  # |β| φ(0)/2 = φ(0)
+    0.398942
     """
     _check_score_args(beta, b, mean, cov)
     m, sd = _score_moments(beta, b, mean, cov)
@@ -520,8 +525,9 @@ def _check_router(router, name: str) -> tuple[int, int]:
             f"routing), got {type(router).__name__}"
         )
     if router.W.ndim != 2:
-        raise ValueError(f"`{name}.W` must have shape [K, d] (no stacked routers), got "
-                         f"{router.W.shape}")
+        raise ValueError(
+            f"`{name}.W` must have shape [K, d] (no stacked routers), got {router.W.shape}"
+        )
     return router.W.shape
 
 
@@ -599,7 +605,9 @@ def _check_problem(model, teacher, law) -> _Struct:
             f"softhard.LinearTarget, got {type(teacher).__name__}"
         )
     if jnp.shape(teacher.noise_std) != ():
-        raise ValueError(f"`teacher.noise_std` must be a scalar, got {jnp.shape(teacher.noise_std)}")
+        raise ValueError(
+            f"`teacher.noise_std` must be a scalar, got {jnp.shape(teacher.noise_std)}"
+        )
     check_finite_params(teacher, "teacher")
     _check_nondegenerate(router, law, "model")
     return _Struct(K=K, Kt=Kt, linear=linear)
@@ -625,37 +633,34 @@ class _Reduced(NamedTuple):
     R: jax.Array  # [no, no]
 
 
-def _partial_cholesky(G, m: int, eps, nz: int, jitter):
+def _partial_cholesky(G, m: int, eps, jitter):
     """First `m` columns of the lower Cholesky factor of the PSD matrix `G: [n, n]`.
 
-    Columns `j < nz` (student coordinates) must have pivots above `eps · G_jj`
-    (checked at the boundary). Columns `nz ≤ j < m` (teacher coordinates) get
-    `jitter² · G_jj` added to their pivot: an independent Gaussian jitter of
-    `jitter` standard deviations on each teacher score. It keeps the
-    representation smooth when a teacher score is (nearly) a function of the
-    student scores — a teacher with the student's separator — so that
-    derivatives of every order stay exact there, and it moves values by only
-    `O(jitter²/τ)`. A teacher score with zero variance gives a zero column.
+    A pivot below `eps · G_jj` — a coordinate that is, to rounding, a function
+    of the previous ones (a teacher with the student's separator) — counts as
+    zero. A pivot `v` of column `j` with `jitter[j] > 0` becomes
+    `v + ε² exp(−v/ε²)`, `ε² = jitter[j]² G_jj`: an independent Gaussian jitter of
+    about `jitter[j]` standard deviations where the conditional variance is
+    below that, and none where it is well above (see `_soft_integrals`). A
+    coordinate with zero variance gives a zero column.
     """
     n = G.shape[0]
     rows = jnp.arange(n)
     L = jnp.zeros((n, m), G.dtype)
     for j in range(m):
         col = G[:, j] - jnp.dot(L[:, :j], L[j, :j], precision=jax.lax.Precision.HIGHEST)
-        if j < nz:
-            piv = col[j]
-            ok = piv > eps * G[j, j]
-        else:
-            piv = jnp.maximum(col[j], 0.0) + jitter**2 * G[j, j]
-            ok = piv > 0
+        piv = jnp.where(col[j] > eps * G[j, j], col[j], 0.0)
+        if jitter[j]:
+            floor = jitter[j] ** 2 * G[j, j]
+            piv = piv + floor * jnp.exp(-_safe_div(piv, floor))
+        ok = piv > 0
         root = jnp.sqrt(jnp.where(ok, piv, 1.0))
-        col = col.at[j].set(piv)
-        col = jnp.where(ok & (rows >= j), col / root, 0.0)
+        col = jnp.where(ok & (rows >= j), col.at[j].set(piv) / root, 0.0)
         L = L.at[:, j].set(col)
     return L
 
 
-def _reduce(model, target, law, st: _Struct) -> _Reduced:
+def _reduce(model, target, law, st: _Struct, jitter: float = 0.0) -> _Reduced:
     hp = jax.lax.Precision.HIGHEST
     W, b = model.router.W, model.router.b
     rows = [W[:-1] - W[-1]]
@@ -683,7 +688,7 @@ def _reduce(model, target, law, st: _Struct) -> _Reduced:
     nt = 0 if st.linear else st.Kt - 1
     m = nz + nt
     eps = 100.0 * jnp.finfo(dt).eps
-    L = _partial_cholesky(G, m, eps, nz, _JITTER[st.K])
+    L = _partial_cholesky(G, m, eps, (0.0,) * nz + (jitter,) * nt)
     Lzz = L[:nz, :nz]
     mu = jax.scipy.linalg.solve_triangular(Lzz, nu[:nz], lower=True)
     Lt = L[nz:m]
@@ -797,6 +802,7 @@ def _logits(red: _Reduced, zs):
 
 
 def _soft_gates(a, tau):
+    """Softmax gates (2.3) by log-sum-exp; `a`: K × [N] -> K × [N]."""
     top = a[0]
     for v in a[1:]:
         top = jnp.maximum(top, v)
@@ -835,30 +841,50 @@ def _expected_sq(red: _Reduced, K: int, om, mom: _Moments | None, k: int, pi):
     return out + sum(kappa[s] * kappa[t] * mom.m2[s][t] for s in range(nt) for t in range(nt))
 
 
-def _risk_integrand(red: _Reduced, st: _Struct, zeta, tau, want: tuple[str, ...]):
-    """Conditional squared errors `E[(Y − f(X))² | ζ] − σ_ξ²` at nodes: `[len(want), ...]`."""
+def _risk_integrand(red: _Reduced, red_soft: _Reduced, st: _Struct, zeta, taus, want):
+    """Conditional squared errors `E[(Y − f(X))² | ζ] − σ_ξ²` at nodes `zeta: [..., nz]`.
+
+    Everything that does not depend on the temperature (logits, conditional
+    means, the teacher cells' moments) is computed once for all `taus: [T]`.
+    `want` ⊆ {"soft", "hard", "gap"}; the soft values use `red_soft` (possibly
+    jittered, see `_soft_integrals`), the hard ones `red`.
+
+    Returns:
+        `[M, ...]`: the requested rows, `T` each for "soft" and "gap", one for
+        "hard", in the order of `want`.
+    """
     shape = zeta.shape[:-1]
     zs = [zeta[..., j].ravel() for j in range(zeta.shape[-1])]
     a = _logits(red, zs)
-    om = _affine(red.o0, red.Aoz, zs)
-    tm = _affine(red.t0, red.Atz, zs)
     cells = _teacher_cells(0 if st.linear else st.Kt)
-    moms = [_cell_moments(red, tm, c) for c in cells[:-1]]
-    # the cells partition the teacher plane: the last one is the complement
-    moms.append(_complement(moms) if moms else _cell_moments(red, tm, cells[-1]))
 
-    def total(pi):
-        return sum(_expected_sq(red, st.K, om, mom, k, pi) for k, mom in enumerate(moms))
+    def parts(r):
+        om = _affine(r.o0, r.Aoz, zs)
+        tm = _affine(r.t0, r.Atz, zs)
+        moms = [_cell_moments(r, tm, c) for c in cells[:-1]]
+        # the cells partition the teacher plane: the last one is the complement
+        moms.append(_complement(moms) if moms else _cell_moments(r, tm, cells[-1]))
+        return om, moms
 
-    vals = {}
-    if "soft" in want or "gap" in want:
-        vals["soft"] = total(_soft_gates(a, tau))
+    def total(r, om, moms, pi):
+        return sum(_expected_sq(r, st.K, om, mom, k, pi) for k, mom in enumerate(moms))
+
+    hard = soft = None
     if "hard" in want or "gap" in want:
-        vals["hard"] = total(_hard_gates(a))
-    if "gap" in want:
-        # the gap integrand itself (soft − hard), for relative accuracy as τ → 0
-        vals["gap"] = vals["soft"] - vals["hard"]
-    return jnp.stack([vals[w].reshape(shape) for w in want])
+        hard = total(red, *parts(red), _hard_gates(a))
+    if "soft" in want or "gap" in want:
+        om, moms = parts(red_soft)
+        soft = jax.vmap(lambda t: total(red_soft, om, moms, _soft_gates(a, t)))(taus)
+    rows = []
+    for w in want:
+        if w == "soft":
+            rows.append(soft)
+        elif w == "hard":
+            rows.append(hard[None])
+        else:
+            # the gap integrand itself, for relative accuracy as τ → 0
+            rows.append(soft - hard)
+    return jnp.concatenate(rows).reshape((-1,) + shape)
 
 
 # ----------------------------------------------------------------------------
@@ -889,21 +915,22 @@ def _ray_quadrature(red: _Reduced, st: _Struct, e, rule):
     return zeta, wr * dens * jac
 
 
-def _student_rays(red: _Reduced, st: _Struct):
-    """Unit directions in ζ of the top-two interfaces (rays from the tie point).
+def _student_rays(red: _Reduced):
+    """K = 3: the top-two interfaces, rays from the tie point ζ = 0.
 
-    Returns `(dirs [P, nz], gamma [P, nz], pairs)` where `s_ij = γᵀζ` and pairs
-    lists `(i, j)`; `K = 2`: the single point ζ = 0 is the interface (no rays).
+    Returns `(dirs [3, 2], gamma [3, 2], pairs)`: unit directions in ζ, the
+    gradients `γ` with `s_ij = a_i − a_j = γᵀζ`, and the pairs `(i, j)`.
     """
-    if st.K == 3:
-        zdirs = jnp.asarray([[1.0, 1.0], [0.0, -1.0], [-1.0, 0.0]], red.mu.dtype)
-        pairs = [(0, 1), (0, 2), (1, 2)]
-        E = jnp.asarray([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], red.mu.dtype)
-        dirs = jax.scipy.linalg.solve_triangular(red.Lzz, zdirs.T, lower=True).T
-        dirs = dirs / jnp.linalg.norm(dirs, axis=-1, keepdims=True)
-        gamma = jnp.stack([red.Lzz.T @ (E[i] - E[j]) for i, j in pairs])
-        return dirs, gamma, pairs
-    return None, red.Lzz.T @ jnp.ones((1,), red.mu.dtype)[None, :].T, [(0, 1)]
+    dt = red.mu.dtype
+    # in z = (a_1 − a_3, a_2 − a_3): a_1 = a_2 > a_3 along (1, 1), a_1 = a_3 > a_2 along
+    # (0, −1), a_2 = a_3 > a_1 along (−1, 0)
+    zdirs = jnp.asarray([[1.0, 1.0], [0.0, -1.0], [-1.0, 0.0]], dt)
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    E = jnp.asarray([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dt)
+    dirs = jax.scipy.linalg.solve_triangular(red.Lzz, zdirs.T, lower=True).T
+    dirs = dirs / jnp.linalg.norm(dirs, axis=-1, keepdims=True)
+    gamma = jnp.stack([red.Lzz.T @ (E[i] - E[j]) for i, j in pairs])
+    return dirs, gamma, pairs
 
 
 def _angles(v):
@@ -912,7 +939,7 @@ def _angles(v):
 
 def _polar_angles(red: _Reduced, st: _Struct):
     """Angular breakpoints for K = 3: student rays, teacher line directions, the mode."""
-    dirs, _, _ = _student_rays(red, st)
+    dirs, _, _ = _student_rays(red)
     parts = [_angles(dirs), _angles(red.mu)[None]]
     lines = _line_coefficients(red, st)
     if lines is not None:
@@ -922,8 +949,8 @@ def _polar_angles(red: _Reduced, st: _Struct):
     return jnp.concatenate(parts)
 
 
-def _integrate(red: _Reduced, st: _Struct, fn, n_out: int, rule_angle, rule_radius):
-    """`∫ fn(ζ) φ(ζ − μ') dζ` over `R^{K−1}`; `fn: [..., nz] -> [n_out, ...]`."""
+def _integrate(red: _Reduced, st: _Struct, fn, rule_angle, rule_radius):
+    """`∫ fn(ζ) φ(ζ − μ') dζ` over `R^{K−1}`; `fn: [..., nz] -> [M, ...]`; returns `[M]`."""
     dt = red.mu.dtype
     if st.K == 2:
         e = jnp.asarray([[1.0], [-1.0]], dt)
@@ -936,30 +963,122 @@ def _integrate(red: _Reduced, st: _Struct, fn, n_out: int, rule_angle, rule_radi
     def per_direction(args):
         e1, w1 = args
         zeta, w = _ray_quadrature(red, st, e1[None], rr)
-        return jnp.sum(fn(zeta[0]) * w[0], axis=-1) * w1  # [n_out]
+        return jnp.sum(fn(zeta[0]) * w[0], axis=-1) * w1  # [M]
 
-    vals = jax.lax.map(per_direction, (e, wt), batch_size=32)
+    # rematerialise each chunk in reverse mode instead of storing its residuals
+    vals = jax.lax.map(jax.checkpoint(per_direction), (e, wt), batch_size=32)
     return jnp.sum(vals, axis=0)
 
 
-@functools.partial(jax.jit, static_argnames=("st", "want"))
-def _exact_risks(model, target, law, tau, st: _Struct, want: tuple[str, ...]):
+@functools.partial(jax.jit, static_argnames=("st", "want", "jitter"))
+def _exact_risks(model, target, law, taus, st: _Struct, want: tuple[str, ...], jitter: float):
+    """Integrals over ζ of the rows of `_risk_integrand` at temperatures `taus: [T]`: `[M]`.
+
+    With `jitter > 0` the soft rows use teacher scores with a jitter of about
+    `jitter` standard deviations where they are (nearly) functions of the
+    student scores (see `_soft_integrals`); the hard rows never do.
+    """
     red = _reduce(model, target, law, st)
-    if tau is not None:
-        tau = jnp.asarray(tau, red.mu.dtype)
-    if st.K == 2:
-        rules = (_RULE_FINE, _RULE_FINE)
-    else:
-        rules = (_RULE_COARSE, _RULE_COARSE)
+    red_soft = _reduce(model, target, law, st, jitter) if jitter else red
+    taus = jnp.asarray(taus, red.mu.dtype)
+    rules = (_RULE_FINE, _RULE_FINE) if st.K == 2 else (_RULE_COARSE, _RULE_COARSE)
 
     def fn(zeta):
-        return _risk_integrand(red, st, zeta, tau, want)
+        return _risk_integrand(red, red_soft, st, zeta, taus, want)
 
-    return _integrate(red, st, fn, len(want), *rules)
+    return _integrate(red, st, fn, *rules)
+
+
+def _soft_integrals(model, target, law, taus, st: _Struct, want: tuple[str, ...]):
+    """`_exact_risks` whose derivatives are exact also where the teacher coincides.
+
+    Where a teacher score is a function of the student scores (a teacher with
+    the student's separator, the realizable case), the teacher's conditional
+    residual given ζ has zero variance, and the first-order change of the risk
+    when the student moves off the teacher is a boundary term that the
+    conditional representation cannot carry. The value is exact there; its
+    derivatives are taken through the same computation with the teacher's
+    conditional variance floored smoothly at `ε²` (an independent jitter of
+    `ε` = 1e-10 (K = 2) or 3e-6 (K = 3) standard deviations on a teacher score
+    that is within `ε` of a function of the student scores, none otherwise),
+    which keeps the representation smooth. The jitter moves the soft risk by
+    `O(ε²/τ)` and its derivatives by about `O(ε²/τ²)` relative, only near such
+    coincidences; the quadrature resolves layers well below `ε`.
+    """
+    # flat leaves: the tangents then never pass through the models' constructors
+    leaves, treedef = jax.tree_util.tree_flatten((model, target, law))
+    return _soft_integrals_flat(tuple(leaves), taus, treedef, st, want)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _soft_integrals_flat(leaves, taus, treedef, st: _Struct, want: tuple[str, ...]):
+    model, target, law = jax.tree_util.tree_unflatten(treedef, leaves)
+    return _exact_risks(model, target, law, taus, st, want, 0.0)
+
+
+@_soft_integrals_flat.defjvp
+def _soft_integrals_jvp(treedef, st, want, primals, tangents):
+    jitter = 0.0 if st.linear else _JITTER[st.K]
+
+    def integrals(leaves, taus, jitter):
+        model, target, law = jax.tree_util.tree_unflatten(treedef, leaves)
+        return _exact_risks(model, target, law, taus, st, want, jitter)
+
+    value, tangent = jax.jvp(functools.partial(integrals, jitter=jitter), primals, tangents)
+    if jitter:
+        value = integrals(*primals, 0.0)
+    return value, tangent
 
 
 def _noise_var(target):
     return jnp.asarray(target.noise_std) ** 2
+
+
+class ExactRisks(NamedTuple):
+    """Exact population risks over a temperature grid (Gaussian inputs).
+
+    Attributes:
+        soft: `L_τ` (2.5), including `σ_ξ²`; `[T]`.
+        hard: `L_0` (2.11), including `σ_ξ²`; scalar.
+        gap: `L_τ − L_0` (4.5), integrated directly; `[T]`.
+    """
+
+    soft: jax.Array  # [T]
+    hard: jax.Array  # []
+    gap: jax.Array  # [T]
+
+
+def exact_risk_sweep(model, teacher, law, taus) -> ExactRisks:
+    """Exact soft risk, hard risk and gap at every temperature, in one pass.
+
+    The exact counterpart of `softhard.risk_sweep` (no standard errors): the
+    conditional moments and teacher cells are computed once per node and
+    shared by all temperatures, so a sweep costs little more than one `τ`.
+    Accuracy as `exact_soft_risk`.
+
+    Args:
+        model: `MoE(LinearRouter, LinearExperts)`, `K ∈ {2, 3}`.
+        teacher: `Teacher` (linear, `K* ≤ 3`) or `LinearTarget`.
+        law: `Gaussian`.
+        taus: `[T]` temperatures `> 0`.
+
+    Returns:
+        `ExactRisks(soft [T], hard [], gap [T])`.
+
+    >>> from softhard import LinearExperts, LinearRouter, MoE, StandardGaussian, LinearTarget
+    >>> r = LinearRouter(W=[[1.0, 0.0], [0.0, 0.0]], b=[0.0, 0.0])
+    >>> e = LinearExperts(B=[[0.0, 1.0], [0.0, -1.0]], c=[0.0, 0.0])
+    >>> out = exact_risk_sweep(MoE(r, e), LinearTarget(w=[0.0, 0.0]), StandardGaussian(2),
+    ...                        jnp.array([0.1, 1.0]))
+    >>> out.soft.shape, out.hard.shape
+    ((2,), ())
+    """
+    st = _check_problem(model, teacher, law)
+    taus = check_taus(taus)
+    T = taus.shape[0]
+    vals = _soft_integrals(model, teacher, law, taus, st, ("soft", "hard", "gap"))
+    noise = _noise_var(teacher).astype(vals.dtype)
+    return ExactRisks(vals[:T] + noise, vals[T] + noise, vals[T + 1 :])
 
 
 def exact_soft_risk(model, teacher, law, tau):
@@ -993,7 +1112,7 @@ def exact_soft_risk(model, teacher, law, tau):
     """
     st = _check_problem(model, teacher, law)
     check_tau(tau)
-    val = _exact_risks(model, teacher, law, tau, st, ("soft",))[0]
+    val = _soft_integrals(model, teacher, law, jnp.reshape(tau, (1,)), st, ("soft",))[0]
     return val + _noise_var(teacher).astype(val.dtype)
 
 
@@ -1012,7 +1131,7 @@ def exact_hard_risk(model, teacher, law):
         scalar `L_0`.
     """
     st = _check_problem(model, teacher, law)
-    val = _exact_risks(model, teacher, law, None, st, ("hard",))[0]
+    val = _exact_risks(model, teacher, law, jnp.ones((1,)), st, ("hard",), 0.0)[0]
     return val + _noise_var(teacher).astype(val.dtype)
 
 
@@ -1033,4 +1152,366 @@ def exact_risk_gap(model, teacher, law, tau):
     """
     st = _check_problem(model, teacher, law)
     check_tau(tau)
-    return _exact_risks(model, teacher, law, tau, st, ("gap",))[0]
+    return _soft_integrals(model, teacher, law, jnp.reshape(tau, (1,)), st, ("gap",))[0]
+
+
+# ----------------------------------------------------------------------------
+# boundary-mass profiles and the ambiguity mass (student router only)
+# ----------------------------------------------------------------------------
+
+
+class _Router(NamedTuple):
+    """The router's logit differences `z = Lzz ζ`, `ζ ~ N(mu, I)` (tie point at ζ = 0)."""
+
+    mu: jax.Array  # [nz]
+    Lzz: jax.Array  # [nz, nz]
+
+
+def _check_router_law(router, law, name: str = "router") -> int:
+    K, d = _check_router(router, name)
+    _check_student_k(K, f"{name}")
+    check_finite_params(router, name)
+    _check_law(law, d)
+    _check_nondegenerate(router, law, name)
+    return K
+
+
+def _reduce_router(router, law) -> _Router:
+    hp = jax.lax.Precision.HIGHEST
+    dt = _dtype_of(router, law)
+    D = (router.W[:-1] - router.W[-1]).astype(dt)
+    q = (router.b[:-1] - router.b[-1]).astype(dt)
+    nu = jnp.dot(D, law.mean.astype(dt), precision=hp) + q
+    C = jnp.dot(D, jnp.dot(law.cov.astype(dt), D.T, precision=hp), precision=hp)
+    Lzz = jnp.linalg.cholesky(0.5 * (C + C.T))
+    return _Router(jax.scipy.linalg.solve_triangular(Lzz, nu, lower=True), Lzz)
+
+
+def _ray_mass(mu, e, R):
+    """`∫_0^R r φ_2(r e − μ) dr` for unit `e: [A, 2]` and radii `R: [A, ...]` (closed form).
+
+    With `b = μ·e`, `p² = |μ|² − b²`: `(2π)^{-1} [e^{−|μ|²/2} − e^{−p²/2 − (R−b)²/2}
+    + b √(2π) e^{−p²/2} (Φ(R − b) − Φ(−b))]`.
+    """
+    b = e @ mu
+    p2 = jnp.maximum(jnp.dot(mu, mu) - b * b, 0.0)
+    b = b.reshape(b.shape + (1,) * (R.ndim - 1))
+    p2 = p2.reshape(b.shape)
+    R = jnp.clip(R, 0.0, jnp.maximum(b, 0.0) + _HCLIP)
+    head = jnp.exp(-0.5 * (p2 + b * b)) - jnp.exp(-0.5 * (p2 + (R - b) ** 2))
+    tail = b * math.sqrt(_TWO_PI) * jnp.exp(-0.5 * p2) * _ncdf_between(-b, R - b)
+    return (head + tail) / _TWO_PI
+
+
+def _k3_logit_rows(Lzz):
+    """Rows `g_k` with `a_k − a_3 = g_k·ζ` (`g_3 = 0`): `[3, 2]`."""
+    return jnp.concatenate([Lzz, jnp.zeros((1, 2), Lzz.dtype)], axis=0)
+
+
+def _k3_mass(red: _Router, radius_fn, extra_lines):
+    """`P(|ζ| < R(θ))` in polar coordinates about the tie point, for K = 3.
+
+    `radius_fn(e: [A, 2], a: [A, 3]) -> [A, ...]` gives the radius along each
+    direction (`a` the logits at `ζ = e`); the angular rule is split at the
+    directions of the lines `g·ζ = 0` for the rows `g` of `extra_lines`, at
+    all lines `a_i = a_j`, and at the mode.
+    """
+    g = _k3_logit_rows(red.Lzz)
+    lines = [g[0] - g[1], g[0] - g[2], g[1] - g[2]] + extra_lines(g)
+    normals = jnp.stack(lines)
+    along = jnp.stack([-normals[:, 1], normals[:, 0]], axis=-1)
+    angles = jnp.concatenate([_angles(along), _angles(along) + math.pi, _angles(red.mu)[None]])
+    theta, wt = _circle_nodes(angles, _rule(_RULE_FINE, red.mu.dtype))
+    e = jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=-1)
+    a = e @ g.T
+    R = radius_fn(e, a)
+    F = _ray_mass(red.mu, e, R)
+    return jnp.tensordot(wt, F, axes=(0, 0))
+
+
+def _sorted3(a):
+    top = jnp.sort(a, axis=-1)
+    return top[..., 2], top[..., 1], top[..., 0]
+
+
+@functools.partial(jax.jit, static_argnames=("kind",))
+def _boundary_mass(router, law, w, kind: str):
+    red = _reduce_router(router, law)
+    dt = red.mu.dtype
+    w = jnp.asarray(w, dt)
+    if router.W.shape[0] == 2:
+        # s = Lzz ζ ~ N(Lzz μ', Lzz²): P(|s| ≤ w), (3.11)
+        sd = red.Lzz[0, 0]
+        m = sd * red.mu[0]
+        return _ncdf_between((-w - m) / sd, (w - m) / sd)
+    shape = w.shape
+    wv = w.reshape(1, -1)
+
+    def radius(e, a):
+        a1, a2, a3 = _sorted3(a)
+        if kind == "top2":
+            rate = a1 - a2  # Δ along the ray is r·rate (2.6)
+        else:
+            rate = jnp.minimum(a1 - a2, a2 - a3)  # δ along the ray (2.12)
+        return _safe_div(wv, rate[:, None]) + jnp.where(rate[:, None] > 0, 0.0, jnp.inf)
+
+    def extra(g):
+        if kind == "top2":
+            return []
+        return [2 * g[0] - g[1] - g[2], 2 * g[1] - g[0] - g[2], 2 * g[2] - g[0] - g[1]]
+
+    return _k3_mass(red, radius, extra).reshape(shape)
+
+
+def exact_boundary_mass(router, law, w, kind: str = "top2"):
+    """Boundary-mass profiles `M(w) = P(Δ(X) ≤ w)` (2.13) or `M_pair(w) = P(δ(X) ≤ w)` (2.14).
+
+    For a linear router and Gaussian inputs. `K = 2`: both equal the slab
+    probability (3.11) of `s = a_1 − a_2`. `K = 3`: the regions are polyhedral
+    in the plane of the logit differences; in polar coordinates about the tie
+    point the margin grows linearly along each ray, so the radial integral is
+    closed form and one angular integral remains (graded Gauss–Legendre, split
+    at every kink), accurate to about 1e-13.
+
+    Args:
+        router: `LinearRouter` with `W: [K, d]`, `K ∈ {2, 3}`.
+        law: `Gaussian(mean: [d], cov: [d, d])`.
+        w: scalar or `[W]` widths `≥ 0`.
+        kind: "top2" for `M` (top-two margin Δ, 2.6) or "pairwise" for
+            `M_pair` (smallest pairwise separation δ, 2.12).
+
+    Returns:
+        scalar or `[W]`, like `w`.
+
+    >>> from softhard import LinearRouter, StandardGaussian
+    >>> r = LinearRouter(W=[[1.0, 0.0], [0.0, 0.0]], b=[0.0, 0.0])
+    >>> round(float(exact_boundary_mass(r, StandardGaussian(2), 0.2)), 4)  # Table 2, b = 0
+    0.1585
+    """
+    _check_router_law(router, law)
+    w = check_width(w)
+    if kind not in ("top2", "pairwise"):
+        raise ValueError(f'`kind` must be "top2" or "pairwise", got {kind!r}')
+    return _boundary_mass(router, law, w, kind)
+
+
+@jax.jit
+def _ambiguity_mass(router, law, tau, delta):
+    red = _reduce_router(router, law)
+    dt = red.mu.dtype
+    tau = jnp.asarray(tau, dt)
+    delta = jnp.asarray(delta, dt)
+    log_odds = jnp.log1p(-delta) - jnp.log(delta)  # log((1 − δ)/δ) > 0
+    if router.W.shape[0] == 2:
+        # K = 2: m_δ(τ) = P(|s| < τ log((1 − δ)/δ)) (Remark 5.4)
+        sd = red.Lzz[0, 0]
+        m = sd * red.mu[0]
+        r = tau * log_odds
+        return _ncdf_between((-r - m) / sd, (r - m) / sd)
+
+    def radius(e, a):
+        # along the ray the winner's gate is 1/(1 + Σ_j e^{−r c_j/τ}), c_j = a_(1) − a_j ≥ 0;
+        # it falls below 1 − δ for r < R, Σ_j e^{−R c_j/τ} = δ/(1 − δ): convex, Newton
+        a1, a2, a3 = _sorted3(a)
+        c2, c3 = a1 - a2, a1 - a3
+        ok = c2 > 0
+        c2s = jnp.where(ok, c2, 1.0)
+        r = tau * log_odds / c2s  # a lower bound, where the equation is still positive
+
+        def step(_, r):
+            l2, l3 = -r * c2s / tau, -r * c3 / tau
+            top = jnp.maximum(l2, l3)
+            e2, e3 = jnp.exp(l2 - top), jnp.exp(l3 - top)
+            f = top + jnp.log(e2 + e3) + log_odds
+            slope = -(c2s * e2 + c3 * e3) / (tau * (e2 + e3))
+            return r - f / slope
+
+        r = jax.lax.fori_loop(0, 60, step, r)
+        return jnp.where(ok, r, jnp.inf)[:, None]
+
+    return _k3_mass(red, radius, lambda g: [])[0]
+
+
+def exact_ambiguity_mass(router, law, tau, delta):
+    """Ambiguity mass `m_δ(τ) = P(max_k π_k^τ(X) < 1 − δ)` (5.4, 5.5), exactly.
+
+    For a linear router and Gaussian inputs. `K = 2`: `P(|s(X)| < τ log((1−δ)/δ))`
+    (Remark 5.4), a slab probability (3.11). `K = 3`: along each ray from the tie
+    point the winner's gate increases, so the region is `{r < R(θ)}` with
+    `Σ_{j≠k} exp(−R c_j/τ) = δ/(1−δ)` solved by Newton's method (convex, started
+    from below); the radial mass is closed form and one angular integral
+    remains. Accurate to about 1e-13.
+
+    Args:
+        router: `LinearRouter` with `W: [K, d]`, `K ∈ {2, 3}`.
+        law: `Gaussian(mean: [d], cov: [d, d])`.
+        tau: scalar temperature `> 0`.
+        delta: scalar in `(0, 1/2)`.
+
+    Returns:
+        scalar `m_δ(τ)`.
+    """
+    _check_router_law(router, law)
+    check_tau(tau)
+    check_delta(delta)
+    return _ambiguity_mass(router, law, tau, delta)
+
+
+# ----------------------------------------------------------------------------
+# the first-order gap coefficient
+# ----------------------------------------------------------------------------
+
+
+def _pairs(K: int) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(K) for j in range(i + 1, K)]
+
+
+def _coincidence(model, teacher, st: _Struct, tol):
+    """Signs `[n_student_pairs, n_teacher_pairs]` of coinciding interfaces, else 0.
+
+    Teacher pair score `t_kl = a*_k − a*_l` coincides with the student's
+    `s_ij = a_i − a_j` when `t_kl ≡ λ s_ij` as affine functions: the coefficient
+    vector `(W*_k − W*_l, b*_k − b*_l)` lies within relative distance `tol` of
+    the line through `(W_i − W_j, b_i − b_j)`. The entry is `sign(λ)`.
+    """
+    W = jnp.concatenate([model.router.W, model.router.b[:, None]], axis=1)
+    Wt = jnp.concatenate([teacher.router.W, teacher.router.b[:, None]], axis=1)
+    out = []
+    for i, j in _pairs(st.K):
+        vs = W[i] - W[j]
+        row = []
+        for k, kk in _pairs(st.Kt):
+            vt = Wt[k] - Wt[kk]
+            lam = _safe_div(jnp.dot(vt, vs), jnp.dot(vs, vs))
+            resid = _safe_norm(vt - lam * vs)
+            same = (resid <= tol * _safe_norm(vt)) & (lam != 0)
+            row.append(jnp.where(same, jnp.sign(lam), 0.0))
+        out.append(jnp.stack(row))
+    return jnp.stack(out)
+
+
+def _bilinear(red: _Reduced, om, mom: _Moments | None, eu, ev):
+    """`E[1_A U V | ζ]` for `U = euᵀo`, `V = evᵀo` (static coefficient vectors)."""
+    mu_u = _combine(eu, om)
+    mu_v = _combine(ev, om)
+    eu_j, ev_j = jnp.asarray(eu, red.R.dtype), jnp.asarray(ev, red.R.dtype)
+    cov = eu_j @ red.R @ ev_j
+    ku = eu_j @ red.Aot  # [nt]
+    kv = ev_j @ red.Aot
+    if mom is None:
+        return mu_u * mu_v + cov + jnp.dot(ku, kv)
+    nt = len(mom.m1)
+    out = (mu_u * mu_v + cov) * mom.p
+    out = out + sum((mu_u * kv[t] + mu_v * ku[t]) * mom.m1[t] for t in range(nt))
+    return out + sum(ku[s] * kv[t] * mom.m2[s][t] for s in range(nt) for t in range(nt))
+
+
+def _interface_integrand(red: _Reduced, st: _Struct, zeta, pair, signs):
+    """`E[2 ln2 Δf J − Δf² | ζ]` on the student interface of `pair = (i, j)`: `[...]`.
+
+    `Δf = f_i − f_j`; `J` is the jump of `E[Y | X]` across the interface, from
+    the `i` side (`s_ij > 0`) to the `j` side: `sign(λ) (f*_k − f*_l)` on the
+    part where the coinciding teacher pair `(k, l)` is the teacher's top two,
+    and 0 elsewhere (`signs`: `[n_teacher_pairs]` from `_coincidence`).
+    """
+    shape = zeta.shape[:-1]
+    zs = [zeta[..., j].ravel() for j in range(zeta.shape[-1])]
+    om = _affine(red.o0, red.Aoz, zs)
+    no = red.o0.shape[0]
+    i, j = pair
+    e_df = np.zeros(no)
+    e_df[i], e_df[j] = 1.0, -1.0
+    out = -_bilinear(red, om, None, e_df, e_df)
+    if signs is not None:
+        tm = _affine(red.t0, red.Atz, zs)
+        eye = np.eye(st.Kt - 1)
+        T = np.concatenate([eye, np.zeros((1, st.Kt - 1))])  # t-coefficients of a*_k − a*_K
+        for p, (k, kk) in enumerate(_pairs(st.Kt)):
+            e_dg = np.zeros(no)
+            e_dg[st.K + k], e_dg[st.K + kk] = 1.0, -1.0
+            others = [m for m in range(st.Kt) if m not in (k, kk)]
+            cell = np.stack([T[k] - T[m] for m in others]) if others else np.zeros((0, 0))
+            mom = _cell_moments(red, tm, cell) if others else None
+            out = out + 2.0 * _LN2 * signs[p] * _bilinear(red, om, mom, e_df, e_dg)
+    return out.reshape(shape)
+
+
+@functools.partial(jax.jit, static_argnames=("st",))
+def _gap_coefficient(model, teacher, law, tol, st: _Struct):
+    red = _reduce(model, teacher, law, st)
+    dt = red.mu.dtype
+    signs = None if st.linear else _coincidence(model, teacher, st, tol)
+    if st.K == 2:
+        # the interface is the point ζ = 0; the density of s = Lzz ζ there is φ(μ')/Lzz (3.14)
+        zeta = jnp.zeros((1, 1), dt)
+        dens = _npdf(red.mu[0]) / red.Lzz[0, 0]
+        sg = None if signs is None else signs[0]
+        return dens * _interface_integrand(red, st, zeta, (0, 1), sg)[0]
+    dirs, gamma, pairs = _student_rays(red)
+    total = jnp.zeros((), dt)
+    for p, pair in enumerate(pairs):
+        zeta, w = _ray_quadrature(red, st, dirs[p][None], _rule(_RULE_FINE, dt))
+        # the polar weight has r^{nz−1} = r; the line integral needs the 2-D density alone
+        r = jnp.linalg.norm(zeta[0], axis=-1)
+        w = _safe_div(w[0], r) * _safe_norm(gamma[p]) ** -1
+        sg = None if signs is None else signs[p]
+        total = total + jnp.sum(w * _interface_integrand(red, st, zeta[0], pair, sg))
+    return total
+
+
+def exact_gap_coefficient(model, teacher, law, *, coincidence_tol=1e-9):
+    """First-order coefficient `c` in `L_τ − L_0 = c τ + o(τ)` for Gaussian inputs.
+
+    EQUATIONS.md §3, "General target, K=2" [X], with `Δf = f_1 − f_2`:
+
+        c = ∫_{s=0} (2 ln 2 · Δf · J − Δf²) p/|∇s| dH^{d−1}
+          = G(0) · E[2 ln 2 · Δf J − Δf² | s(X) = 0],
+
+    `G(0)` the density of `s = a_1 − a_2` at 0 (3.14) and `J` the jump of the
+    regression function `E[Y | X]` across the student interface `S = {s = 0}`,
+    from the expert-1 side to the expert-2 side. For `K = 3` the sum of the same
+    integral over the three top-two interfaces (rays in the logit-difference
+    plane), `s_ij` in place of `s` [X].
+
+    The jump `J`:
+
+    - `LinearTarget`: `E[Y | X]` is continuous, `J = 0`, `c = −G(0) E[Δf² | s = 0]`
+      (softening helps).
+    - `Teacher` whose interface coincides with the student's (a teacher pair
+      score `a*_k − a*_l ≡ λ s` as affine functions, e.g. the student's own
+      router): `J = sign(λ) (f*_k − f*_l)` where `(k, l)` are the teacher's top
+      two. Realizable (`f* = f`, same router): `c = (2 ln 2 − 1) G(0) E[Δf² | s = 0]`.
+    - `Teacher` with any other separator: the teacher's jump lies on a
+      different hyperplane, which meets `S` in a set of `H^{d−1}`-measure zero,
+      so `J = 0` a.e. on `S` and `c = −G(0) E[Δf² | s = 0]`. The contribution of
+      the crossing is `O(τ²)`, and the teacher's interface at a distance `D`
+      from `S` contributes `O(e^{−D/τ})`: the coefficient is exact, but the
+      range of `τ` where `c τ` describes the gap shrinks as the interfaces
+      approach, so `c` jumps when they coincide. Coincidence is decided on the
+      parameters, with relative tolerance `coincidence_tol`.
+
+    Args:
+        model: `MoE(LinearRouter, LinearExperts)`, `K ∈ {2, 3}`.
+        teacher: `Teacher` (linear, `K* ≤ 3`) or `LinearTarget`.
+        law: `Gaussian`.
+        coincidence_tol: relative distance below which a teacher pair's
+            coefficient vector `(W*_k − W*_l, b*_k − b*_l)` counts as parallel to
+            the student's.
+
+    Returns:
+        scalar `c`.
+
+    >>> from softhard import LinearExperts, LinearRouter, MoE, StandardGaussian, Teacher
+    >>> r = LinearRouter(W=[[1.0, 0.0], [0.0, 0.0]], b=[0.0, 0.0])
+    >>> e = LinearExperts(B=[[0.0, 1.0], [0.0, -1.0]], c=[0.0, 0.0])
+    >>> c = exact_gap_coefficient(MoE(r, e), Teacher(r, e), StandardGaussian(2))
+    >>> round(float(c), 4)  # (2 ln 2 − 1) · φ(0) · E[(2 x_2)²]
+    0.6164
+    """
+    st = _check_problem(model, teacher, law)
+    bad = jnp.shape(coincidence_tol) != ()
+    if not bad and is_concrete(coincidence_tol):
+        bad = not float(coincidence_tol) >= 0
+    if bad:
+        raise ValueError(f"`coincidence_tol` must be a scalar >= 0, got {coincidence_tol!r}")
+    return _gap_coefficient(model, teacher, law, coincidence_tol, st)
