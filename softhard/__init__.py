@@ -23,8 +23,13 @@ from .coarea import kernel_smoothed_mean as kernel_smoothed_mean
 from .coarea import level_set_density as level_set_density
 from .coarea import pairwise_level_set_densities as pairwise_level_set_densities
 from .coarea import surface_integral as surface_integral
+from .gaussian import ExactRisks as ExactRisks
+from .gaussian import exact_ambiguity_mass as exact_ambiguity_mass
+from .gaussian import exact_boundary_mass as exact_boundary_mass
+from .gaussian import exact_gap_coefficient as exact_gap_coefficient
 from .gaussian import exact_hard_risk as exact_hard_risk
 from .gaussian import exact_risk_gap as exact_risk_gap
+from .gaussian import exact_risk_sweep as exact_risk_sweep
 from .gaussian import exact_soft_risk as exact_soft_risk
 from .gaussian import gaussian_interface_area as gaussian_interface_area
 from .gaussian import gaussian_interface_density as gaussian_interface_density
@@ -124,6 +129,7 @@ __all__ = [
     "CriticalPoint",
     "Estimate",
     "ExactLinearisation",
+    "ExactRisks",
     "ExpertSeparation",
     "GammaCheck",
     "Gaussian",
@@ -164,9 +170,13 @@ __all__ = [
     "diagnostic_sweep",
     "effective_operator",
     "effective_operator_mc",
+    "exact_ambiguity_mass",
+    "exact_boundary_mass",
+    "exact_gap_coefficient",
     "exact_hard_risk",
     "exact_linearisation",
     "exact_risk_gap",
+    "exact_risk_sweep",
     "exact_soft_risk",
     "expert_outputs",
     "expert_separation",

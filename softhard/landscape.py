@@ -58,7 +58,7 @@ from matfree import decomp, eig, stochtrace
 from ._stats import Estimate
 from ._validate import check_delta, check_finite_params, check_taus, check_x, check_xy
 from .coarea import kernel_bandwidth, kernel_smoothed_mean
-from .models import LinearExperts, LinearRouter, MLPExperts, MLPRouter
+from .models import LinearExperts, LinearRouter, MLPExperts, MLPRouter, _pytree
 from .risk import hard_risk, soft_risk
 from .routing import expert_outputs, gates, logits
 
@@ -103,8 +103,7 @@ _HP = jax.lax.Precision.HIGHEST
 # ----------------------------------------------------------------------------
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@_pytree
 class NormalizedRouter:
     """Router with unit-norm rows: `a_k(x) = scale · w_kᵀx / ‖w_k‖ + b_k` (2.2).
 

@@ -1,7 +1,7 @@
 """Model pytrees: routers, expert banks, mixtures, teachers and input laws (§2, §5).
 
 Every model is a frozen dataclass registered as a pytree
-(`jax.tree_util.register_dataclass`) whose `__call__` handles one input
+(see `_pytree`) whose `__call__` handles one input
 `x: [d]`. A router returns logits `a(x): [K]` (2.2); an expert bank returns the
 outputs of all `K` experts `(f_1(x), …, f_K(x)): [K]`. Batched versions live in
 `softhard.routing` (`logits`, `expert_outputs`), which `vmap` over rows.
@@ -51,9 +51,8 @@ __all__ = [
 def _as_array(obj, name: str):
     """Turn user input (lists, numbers, NumPy) into a JAX array; leave the rest.
 
-    `register_dataclass` rebuilds objects through the constructor during tree
-    operations, with placeholders (None, sentinels, tracers) as leaves, so only
-    plain data is converted.
+    Tracers, `jax.ShapeDtypeStruct`s and other placeholders pass through, so
+    only plain data is converted.
     """
     del name
     if isinstance(obj, (list, int, float, np.ndarray, np.generic)) and not isinstance(obj, bool):
@@ -87,7 +86,39 @@ def _fail(cls: str, msg: str):
 
 
 def _pytree(cls):
-    return jax.tree_util.register_dataclass(dataclasses.dataclass(frozen=True)(cls))
+    """Frozen dataclass registered as a pytree whose unflatten skips `__post_init__`.
+
+    Validation runs when a user constructs a model or law. Tree operations
+    (`jax.grad` cotangents, `jvp` tangents, `vmap` stacks, `tree_map` results,
+    optax updates) rebuild objects through `tree_unflatten`, whose leaves are
+    not models at all (a gradient of a covariance need not be symmetric or
+    positive definite), so they are rebuilt without checks, as `equinox` does.
+    Fields marked `metadata={"static": True}` are auxiliary data.
+    """
+    cls = dataclasses.dataclass(frozen=True)(cls)
+    fields = dataclasses.fields(cls)
+    data = tuple(f.name for f in fields if not f.metadata.get("static", False))
+    meta = tuple(f.name for f in fields if f.metadata.get("static", False))
+
+    def flatten_with_keys(obj):
+        children = [(jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in data]
+        return children, tuple(getattr(obj, n) for n in meta)
+
+    def unflatten(aux, children):
+        obj = object.__new__(cls)
+        for n, v in zip(data, children):
+            object.__setattr__(obj, n, v)
+        for n, v in zip(meta, aux):
+            object.__setattr__(obj, n, v)
+        return obj
+
+    jax.tree_util.register_pytree_with_keys(
+        cls,
+        flatten_with_keys,
+        unflatten,
+        flatten_func=lambda obj: (tuple(getattr(obj, n) for n in data), flatten_with_keys(obj)[1]),
+    )
+    return cls
 
 
 # ----------------------------------------------------------------------------

@@ -183,3 +183,21 @@ def test_tree_operations_on_models_are_not_rejected(rng):
     assert h.W.W.shape == (3, 2, 3, 2) and h.b.W.shape == (3, 3, 2)
     law = sh.Gaussian(np.zeros(2), np.eye(2))
     assert jax.tree.map(lambda a: a.sum(), law).cov.shape == ()
+
+
+def test_gradients_of_laws_are_not_validated_as_laws():
+    """A cotangent of a law is not a law: its `cov` need not be symmetric or PD.
+
+    Construction still validates (see `test_bad_model_shapes_raise`); rebuilding
+    through `tree_unflatten` does not.
+    """
+    g = jax.grad(lambda law: law.cov[0, 1])(sh.StandardGaussian(2))
+    np.testing.assert_array_equal(g.cov, [[0.0, 1.0], [0.0, 0.0]])
+    mix = sh.GaussianMixture([0.5, 0.5], np.zeros((2, 2)), np.stack([np.eye(2)] * 2))
+    gw = jax.grad(lambda m: m.weights[0])(mix).weights
+    np.testing.assert_array_equal(gw, [1.0, 0.0])
+    neg = jax.tree.map(lambda a: -a, sh.StandardGaussian(3))  # negative definite, still a pytree
+    assert isinstance(neg, sh.Gaussian) and float(neg.cov[0, 0]) == -1.0
+    # static metadata survives a round trip
+    nr = sh.NormalizedRouter(W=np.ones((2, 3)), b=np.zeros(2), scale=2.5)
+    assert jax.tree.map(lambda a: a, nr).scale == 2.5
