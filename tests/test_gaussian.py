@@ -685,6 +685,51 @@ def test_k3_ambiguity_mass_against_monte_carlo_and_bounds():
     assert lo <= m <= hi
 
 
+def test_monte_carlo_estimators_of_core_and_geometry_agree_with_exact_values():
+    """`boundary_mass`, `ambiguity_mass`, `level_set_density` and `gap_coefficient`.
+
+    K = 3 student with a noisy linear target (interfaces with a jump-free
+    target, so the coefficient is negative) and a K = 2 problem with a teacher
+    on another separator; N = 2^19, seed 11, each within 3 of its stderrs.
+    """
+    from softhard import (
+        ambiguity_mass,
+        boundary_mass,
+        gap_coefficient,
+        level_set_density,
+        logits,
+    )
+
+    law, model, _ = _problem(29, K=3, d=4)
+    rng = np.random.default_rng(3)
+    target = LinearTarget(rng.normal(size=4), 0.2, 0.3)
+    x, y = target.sample(jax.random.key(11), law, 1 << 19)
+    a = logits(model.router, x)
+    w = jnp.array([0.05, 0.4, 1.5])
+    for kind in ("top2", "pairwise"):
+        mc = boundary_mass(a, w, kind=kind)
+        ex = np.asarray(exact_boundary_mass(model.router, law, w, kind))
+        assert np.all(np.abs(np.asarray(mc.value) - ex) <= 3 * np.asarray(mc.stderr)), kind
+    mc = ambiguity_mass(a, 0.3, 0.1)
+    ex = float(exact_ambiguity_mass(model.router, law, 0.3, 0.1))
+    assert abs(float(mc.value) - ex) <= 3 * float(mc.stderr)
+    mc = gap_coefficient(model, x, y)
+    ex = float(exact_gap_coefficient(model, target, law))
+    assert ex < 0
+    assert abs(float(mc.value) - ex) <= 3 * float(mc.stderr), (mc, ex)
+
+    law2, model2, targets2 = _problem(30, d=4)
+    x2, y2 = targets2["other"].sample(jax.random.key(12), law2, 1 << 19)
+    W, b = np.asarray(model2.router.W), np.asarray(model2.router.b)
+    beta, b0 = W[0] - W[1], b[0] - b[1]
+    mc = level_set_density(lambda z: jnp.dot(beta, z) + b0, x2)
+    ex = float(gaussian_interface_density(beta, b0, law2.mean, law2.cov))
+    assert abs(float(mc.value) - ex) <= 3 * float(mc.stderr)
+    mc = gap_coefficient(model2, x2, y2)
+    ex = float(exact_gap_coefficient(model2, targets2["other"], law2))
+    assert abs(float(mc.value) - ex) <= 3 * float(mc.stderr), (mc, ex)
+
+
 # ----------------------------------------------------------------------------
 # bad input
 # ----------------------------------------------------------------------------

@@ -17,7 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..coarea import gap_coefficient
-from ..gaussian import exact_risk_gap, gaussian_interface_density, gaussian_slab_probability
+from ..gaussian import (
+    exact_gap_coefficient,
+    exact_risk_gap,
+    gaussian_interface_density,
+    gaussian_slab_probability,
+)
 from ..models import Gaussian, LinearExperts, LinearRouter, MoE, Teacher
 from ..risk import diagnostic_sweep
 from ..routing import logits, winner
@@ -146,9 +151,11 @@ def table1(*, key, n: int, taus=TABLE1_TAUS) -> TableResult:
         [float(gaussian_slab_probability(u, b, law.mean, law.cov, 2 * t)) for t in taus]
     )
     gap_exact = np.array([float(exact_risk_gap(model, teacher, law, t)) for t in taus])
+    coef_exact = float(exact_gap_coefficient(model, teacher, law))
     # realizable, Δf = √3.9 x_2 independent of s = x_1: c = (2 ln 2 − 1) E[Δf² | s = 0] G(0)
     g0 = float(gaussian_interface_density(u, b, law.mean, law.cov))
-    coef_exact = (2 * math.log(2) - 1) * TABLE1_CONTRAST_SQ * g0
+    coef_hand = (2 * math.log(2) - 1) * TABLE1_CONTRAST_SQ * g0
+    hand_rel = abs(coef_hand - coef_exact) / coef_exact
     t = np.asarray(taus)
     cols = {
         "tau": t,
@@ -198,6 +205,12 @@ def table1(*, key, n: int, taus=TABLE1_TAUS) -> TableResult:
             coarea_z,
             coarea_z < 3.0,
             "gap/τ at the smallest τ within 3 combined stderr of the coarea coefficient",
+        ),
+        _check(
+            "table1.exact_coefficient_vs_hand_formula",
+            hand_rel,
+            hand_rel < 1e-8,
+            "exact_gap_coefficient equals (2 ln 2 − 1)·3.9·G(0) for this realizable setup",
         ),
         _check(
             "table1.exact_gap_over_tau_vs_exact_coefficient",
