@@ -125,6 +125,35 @@ class SweepDiagnostics(NamedTuple):
     entropy: Estimate  # [T]
 
 
+#: expert counts up to this are unrolled in the sweep kernel; larger ones use a scan
+_UNROLL_K = 32
+
+
+def _gate_sums(z, f, inv_tau, full: bool):
+    """`S = Σ_k w_k`, `Σ_k w_k f_k` (and `Σ_k w_k z_k`), `w_k = exp(z_k/τ)`: each `[T, n]`.
+
+    `z, f: [K, n]` (experts leading, samples contiguous), `inv_tau: [T, 1]`.
+    Looping over the `K` rows keeps every operation an elementwise `[T, n]`
+    update that XLA fuses and vectorises along the contiguous sample axis; the
+    `[n, K]` layout with a minor-axis reduction over `K` runs several times
+    slower on CPU (`scripts/bench.py`, case sweep_cpu).
+    """
+
+    def step(carry, zf):
+        zk, fk = zf
+        w = jnp.exp(zk[None, :] * inv_tau)  # [T, n]
+        out = (carry[0] + w, carry[1] + w * fk[None, :])
+        return out + ((carry[2] + w * zk[None, :]),) if full else out
+
+    shape = (inv_tau.shape[0], z.shape[1])
+    carry = tuple(jnp.zeros(shape, z.dtype) for _ in range(3 if full else 2))
+    if z.shape[0] <= _UNROLL_K:
+        for k in range(z.shape[0]):
+            carry = step(carry, (z[k], f[k]))
+        return carry
+    return jax.lax.scan(lambda c, zf: (step(c, zf), None), carry, (z, f))[0]
+
+
 def _chunk_quantities(model, taus, x, y, *, full: bool, mass_factor=2.0, delta=0.1):
     """Per-sample quantities of one chunk at every temperature (sample axis last).
 
@@ -140,22 +169,15 @@ def _chunk_quantities(model, taus, x, y, *, full: bool, mass_factor=2.0, delta=0
     z = a - a_max  # [n, K], ≤ 0
     f_hard = jnp.take_along_axis(f, jnp.argmax(a, axis=-1)[:, None], axis=-1)[:, 0]
     hard = (y - f_hard) ** 2  # [n]
-
-    def at(tau):
-        w = jnp.exp(z / tau)  # [n, K]; the winner's weight is exactly 1
-        S = jnp.sum(w, axis=-1)
-        soft = (y - jnp.sum(w * f, axis=-1) / S) ** 2
-        if not full:
-            return soft
-        # entropy −Σ π log π with log π_k = z_k/τ − log S; 0·log 0 = 0 since w_k z_k → 0
-        ent = jnp.log(S) - jnp.sum(w * z, axis=-1) / (tau * S)
-        amb = (S * (1.0 - delta) > 1.0).astype(S.dtype)  # max gate 1/S < 1 − δ
-        return soft, ent, amb
-
+    inv_tau = (1.0 / taus)[:, None]  # [T, 1]
+    sums = _gate_sums(z.T, f.T, inv_tau, full)
+    S = sums[0]
+    soft = (y[None, :] - sums[1] / S) ** 2  # [T, n]
     if not full:
-        soft = jax.vmap(at)(taus)  # [T, n]
         return RiskSweep(soft=soft, hard=hard, gap=soft - hard)
-    soft, ent, amb = jax.vmap(at)(taus)
+    # entropy −Σ π log π with log π_k = z_k/τ − log S; 0·log 0 = 0 since w_k z_k → 0
+    ent = jnp.log(S) - sums[2] * inv_tau / S
+    amb = (S * (1.0 - delta) > 1.0).astype(S.dtype)  # max gate 1/S < 1 − δ
     top2 = jax.lax.top_k(a, 2)[0]
     margin = top2[:, 0] - top2[:, 1]  # Δ (2.6), [n]
     mass = (margin[None, :] <= mass_factor * taus[:, None]).astype(soft.dtype)
