@@ -81,3 +81,31 @@ def test_rerun_replaces_results_cleanly(quick_run, capsys):
 def test_reproduce_rejects_unknown_table(tmp_path, capsys):
     assert main(["reproduce", "--only", "table9", "--out", str(tmp_path)]) == 2
     assert "table9" in capsys.readouterr().err
+
+
+def test_reproduce_paper_script_collects_checks_over_seeds(tmp_path):
+    """`scripts/reproduce_paper.py` (the fast case): two seeds of Table 2 at quick size."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "reproduce_paper.py"
+    spec = importlib.util.spec_from_file_location("reproduce_paper", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "paper"
+    rc = mod.main(["--out", str(out), "--seeds", "0", "1", "--only", "table2", "--quick"])
+    data = json.loads((out / "seeds.json").read_text())
+    assert data["seeds"] == [0, 1]
+    assert (out / "seed0" / "table2.csv").exists() and (out / "seed1" / "fig2.png").exists()
+    checks = data["checks"]
+    assert checks and all(row["of"] == 2 for row in checks.values())
+    assert rc == (0 if all(r["passed"] == 2 for r in checks.values()) else 1)
+    # the exact columns do not depend on the seed
+    rows = [
+        list(csv.DictReader((out / f"seed{s}" / "table2.csv").read_text().splitlines()))
+        for s in (0, 1)
+    ]
+    assert [r["gap_exact"] for r in rows[0]] == [r["gap_exact"] for r in rows[1]]
+    assert [r["gap"] for r in rows[0]] != [r["gap"] for r in rows[1]]
+    with pytest.raises(SystemExit):
+        mod.main(["--n", "10"])

@@ -75,6 +75,7 @@ def reproduce(
     seed: int = 0,
     only=None,
     progress: bool | None = None,
+    sizes: dict | None = None,
 ) -> dict:
     """Run the requested tables, write every file atomically, and return the summary.
 
@@ -84,6 +85,8 @@ def reproduce(
         seed: PRNG seed; table `N` uses `fold_in(key(seed), N)`.
         only: iterable of table names (default: all three).
         progress: show a progress bar (default: when stderr is a terminal).
+        sizes: per-table overrides of the sizes, e.g. `{"table1": {"n": 2**24}}`,
+            merged over `SIZES["quick" or "full"]` (`scripts/reproduce_paper.py`).
 
     Returns:
         the `summary.json` payload: per table its checks, files and seconds.
@@ -97,7 +100,11 @@ def reproduce(
     bad = sorted(set(names) - set(TABLES))
     if bad or not names:
         raise ValueError(f"`only` must name tables among {list(TABLES)}, got {names}")
-    sizes = SIZES["quick" if quick else "full"]
+    base = SIZES["quick" if quick else "full"]
+    extra = dict(sizes or {})
+    if set(extra) - set(TABLES):
+        raise ValueError(f"`sizes` must be keyed by tables among {list(TABLES)}, got {list(extra)}")
+    sizes = {t: {**base[t], **extra.get(t, {})} for t in TABLES}
     os.makedirs(out_dir, exist_ok=True)
     key = jax.random.key(seed)
     if progress is None:
