@@ -34,3 +34,6 @@ def test_bench_quick_writes_json(tmp_path):
     assert sweep["max_rel_err_vs_float64_numpy"] < 1e-4  # float32 sweep vs float64 NumPy
     assert cases["sharded"]["devices"] == 4 and cases["sharded"]["max_rel_diff"] < 1e-10
     assert cases["memory"]["peak_ratio_big_over_small"] < 1.5
+    gpu = cases["sweep_gpu"]  # on a CPU-only machine: the same code at a small size
+    assert gpu["softhard_s"] > 0 and 0 < gpu["fraction_of_exp_limit"]
+    assert gpu["softhard_exp_per_s"] > 0 and gpu["speedup_vs_naive_jax"] > 0
