@@ -175,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
     rep = sub.add_parser("reproduce", help="the paper's Section 7 tables and figures")
     rep.add_argument("--out", default="results", help="output directory (default: results)")
-    rep.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    rep.add_argument("--quick", action="store_true", help="small sizes (about 15 s)")
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--only", help="comma-separated subset of table1,table2,table3")
     rep.set_defaults(func=_reproduce)
