@@ -100,9 +100,12 @@ def _pytree(cls):
     data = tuple(f.name for f in fields if not f.metadata.get("static", False))
     meta = tuple(f.name for f in fields if f.metadata.get("static", False))
 
+    def flatten(obj):
+        return tuple(getattr(obj, n) for n in data), tuple(getattr(obj, n) for n in meta)
+
     def flatten_with_keys(obj):
-        children = [(jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in data]
-        return children, tuple(getattr(obj, n) for n in meta)
+        children, aux = flatten(obj)
+        return [(jax.tree_util.GetAttrKey(n), c) for n, c in zip(data, children)], aux
 
     def unflatten(aux, children):
         obj = object.__new__(cls)
@@ -116,7 +119,7 @@ def _pytree(cls):
         cls,
         flatten_with_keys,
         unflatten,
-        flatten_func=lambda obj: (tuple(getattr(obj, n) for n in data), flatten_with_keys(obj)[1]),
+        flatten_func=flatten,
     )
     return cls
 

@@ -169,7 +169,9 @@ def _chunk_quantities(model, taus, x, y, *, full: bool, mass_factor=2.0, delta=0
     z = a - a_max  # [n, K], ≤ 0
     f_hard = jnp.take_along_axis(f, jnp.argmax(a, axis=-1)[:, None], axis=-1)[:, 0]
     hard = (y - f_hard) ** 2  # [n]
-    inv_tau = (1.0 / taus)[:, None]  # [T, 1]
+    # 1/τ capped at the largest float so that the winner's 0 · (1/τ) stays 0 for
+    # subnormal τ (the other weights still underflow to exactly 0)
+    inv_tau = jnp.minimum(1.0 / taus, jnp.finfo(taus.dtype).max)[:, None]  # [T, 1]
     sums = _gate_sums(z.T, f.T, inv_tau, full)
     S = sums[0]
     soft = (y[None, :] - sums[1] / S) ** 2  # [T, n]

@@ -68,6 +68,13 @@ def test_risks_finite_at_extremes(dtype, tau):
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
     sweep = sh.risk_sweep(m, x, y, jnp.array([tau, 1.0], dtype))
     assert bool(jnp.all(jnp.isfinite(sweep.soft.value)))
+    # a subnormal τ (1/τ overflows): the fused kernels give the τ → 0 limit (hard
+    # routing, exact ties split evenly), no NaN
+    tiny = float(jnp.finfo(dtype).smallest_subnormal)
+    diag = sh.diagnostic_sweep(m, x, y, jnp.array([tiny, tau], dtype))
+    for est in (diag.soft, diag.gap, diag.entropy, diag.ambiguity):
+        assert bool(jnp.all(jnp.isfinite(est.value)))
+    np.testing.assert_allclose(diag.soft.value[0], sh.soft_risk(m, x, y, 1e-30), rtol=1e-6)
 
 
 def table2_problem(offset, n, key, dtype=jnp.float64):
