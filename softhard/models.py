@@ -67,10 +67,11 @@ def _shaped(*objs) -> bool:
 def _canonical(self, ranks: dict) -> bool:
     """True when every field is an array of exactly its documented rank.
 
-    Only then are shapes checked: the same classes also carry stacks of models
-    (extra leading axes, for `vmap`), per-leaf results of tree operations
-    (`optax.tree_utils.tree_l2_norm`, `jax.hessian`), and tracers, none of
-    which should be rejected.
+    Only then are shapes checked: a user may also construct stacks of models
+    (extra leading axes, for `vmap`) or build a model from tracers inside a
+    transformation, neither of which should be rejected. (Results of tree
+    operations never reach this check: `_pytree` rebuilds them without
+    `__post_init__`.)
     """
     fields = [getattr(self, n) for n in ranks]
     return _shaped(*fields) and all(f.ndim == r for f, r in zip(fields, ranks.values()))
