@@ -9,6 +9,7 @@ its accuracy over millions of samples.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -18,9 +19,15 @@ import jax.numpy as jnp
 __all__ = [
     "Estimate",
     "stream_moments",
-    "sharded_stream_moments",
+    "stream_chunks",
+    "reduce_chunks",
+    "to_estimates",
     "sample_axis_sharding",
     "moments_to_estimate",
+    "mean_estimate",
+    "binomial_estimate",
+    "ratio_estimate",
+    "scale_estimate",
     "DEFAULT_CHUNK_ELEMENTS",
 ]
 
@@ -46,15 +53,22 @@ class _Moments(NamedTuple):
     m2: jax.Array  # [...] sum of squared deviations
 
 
-def _chunk_moments(values: jax.Array) -> _Moments:
-    # values: [..., n] -> moments over the last (sample) axis
-    n = values.shape[-1]
-    mean = jnp.mean(values, axis=-1)
-    m2 = jnp.sum((values - mean[..., None]) ** 2, axis=-1)
-    return _Moments(jnp.asarray(n, mean.dtype), mean, m2)
+def _chunk_moments(values: jax.Array, mask: jax.Array | None = None) -> _Moments:
+    """Moments over the last (sample) axis of `values: [..., n]`; `mask: [n]` keeps some samples."""
+    if mask is None:
+        n = values.shape[-1]
+        mean = jnp.mean(values, axis=-1)
+        m2 = jnp.sum((values - mean[..., None]) ** 2, axis=-1)
+        return _Moments(jnp.asarray(n, mean.dtype), mean, m2)
+    m = jnp.broadcast_to(mask.astype(values.dtype), values.shape)
+    cnt = jnp.sum(mask.astype(values.dtype))
+    mean = jnp.sum(values * m, axis=-1) / jnp.maximum(cnt, 1)
+    m2 = jnp.sum(((values - mean[..., None]) * m) ** 2, axis=-1)
+    return _Moments(cnt, mean, m2)
 
 
 def _merge(a: _Moments, b: _Moments) -> _Moments:
+    """Chan et al.'s pairwise update of two sets of moments."""
     n = a.n + b.n
     delta = b.mean - a.mean
     frac = b.n / jnp.maximum(n, 1)
@@ -69,6 +83,45 @@ def moments_to_estimate(m: _Moments) -> Estimate:
     return Estimate(m.mean, jnp.sqrt(var / m.n))
 
 
+# ----------------------------------------------------------------------------
+# the Estimate builders: every estimator's standard error comes from one of these
+# ----------------------------------------------------------------------------
+
+
+def mean_estimate(values: jax.Array, axis: int = 0) -> Estimate:
+    """Sample mean along `axis` with standard error `s / sqrt(n)` (`s` with ddof 1).
+
+    With one sample the standard error is 0 (nothing to estimate it from).
+    """
+    values = jnp.asarray(values)
+    n = values.shape[axis]
+    mean = jnp.mean(values, axis=axis)
+    if n < 2:
+        return Estimate(mean, jnp.zeros_like(mean))
+    return Estimate(mean, jnp.std(values, axis=axis, ddof=1) / math.sqrt(n))
+
+
+def binomial_estimate(p: jax.Array, n) -> Estimate:
+    """A proportion `p` of `n` Bernoulli trials, with stderr `sqrt(p (1 − p) / n)`."""
+    p = jnp.asarray(p)
+    return Estimate(p, jnp.sqrt(jnp.clip(p * (1.0 - p), 0.0) / n))
+
+
+def ratio_estimate(num: Estimate, den: Estimate, cov=0.0) -> Estimate:
+    """`num / den` by the delta method: `se² = (se_n² + r² se_d² − 2 r cov) / den²`.
+
+    `cov` is the covariance of the two estimates (0 for independent ones).
+    """
+    r = num.value / den.value
+    var = num.stderr**2 + r**2 * den.stderr**2 - 2.0 * r * cov
+    return Estimate(r, jnp.sqrt(jnp.clip(var, 0.0)) / jnp.abs(den.value))
+
+
+def scale_estimate(e: Estimate, c) -> Estimate:
+    """`c · e` for a constant `c`."""
+    return Estimate(c * e.value, jnp.abs(c) * e.stderr)
+
+
 def chunk_size_for(n: int, per_sample_elements: int, chunk_size: int | None = None) -> int:
     """A chunk length that keeps `chunk × per_sample_elements` near the working-set target."""
     if chunk_size is not None:
@@ -79,28 +132,48 @@ def chunk_size_for(n: int, per_sample_elements: int, chunk_size: int | None = No
     return min(c, n)
 
 
-def _stream_local_moments(fn: Callable, arrays: tuple, chunk: int):
-    """Merged `_Moments` of `fn` over `arrays`, chunk by chunk (one device)."""
-    N = arrays[0].shape[0]
-    chunk = min(int(chunk), N)
-    n_full, rem = divmod(N, chunk)
+def reduce_chunks(chunk_fn: Callable, n: int, chunk: int, *, clamp: bool = False):
+    """Merged `_Moments` of `chunk_fn(i, start)` over the chunks `i = 0 … ⌈n/chunk⌉ − 1`.
 
-    def moments_of(chunk_arrays):
-        return jax.tree.map(_chunk_moments, fn(*chunk_arrays))
+    The one streaming reducer. `chunk_fn(i, start)` returns a pytree of
+    per-sample values whose last axis holds the `chunk` samples from `start`.
+    Chunk `i` starts at `i · chunk`, or with `clamp` at `min(i · chunk, n − chunk)`
+    so that a ragged last chunk re-reads the end of the sample instead of
+    running past it (no padded copy of the inputs); either way the samples not
+    new to chunk `i` are masked out of its moments. `chunk_fn` is traced once
+    (inside a `lax.fori_loop` whose state is shaped by `jax.eval_shape`), so
+    compile time does not grow with the number of chunks or a ragged tail.
+    """
+    n, chunk = int(n), int(min(chunk, n))
+    n_chunks = -(-n // chunk)
+    ragged = n_chunks * chunk != n
 
-    def slice_chunk(i):
-        return tuple(jax.lax.dynamic_slice_in_dim(a, i * chunk, chunk, axis=0) for a in arrays)
+    def moments(i):
+        first = i * chunk
+        start = jnp.minimum(first, n - chunk) if clamp else first
+        mask = None
+        if ragged:
+            pos = start + jnp.arange(chunk)
+            mask = (pos >= first) & (pos < n)
+        return jax.tree.map(lambda v: _chunk_moments(v, mask), chunk_fn(i, start))
 
-    acc = moments_of(slice_chunk(0))
+    init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(moments, 0))
 
     def body(i, acc):
-        return jax.tree.map(_merge, acc, moments_of(slice_chunk(i)), is_leaf=_is_moments)
+        return jax.tree.map(_merge, acc, moments(i), is_leaf=_is_moments)
 
-    acc = jax.lax.fori_loop(1, n_full, body, acc)
-    if rem:
-        tail = tuple(a[n_full * chunk :] for a in arrays)
-        acc = jax.tree.map(_merge, acc, moments_of(tail), is_leaf=_is_moments)
-    return acc
+    return jax.lax.fori_loop(0, n_chunks, body, init)
+
+
+def _stream_local_moments(fn: Callable, arrays: tuple, chunk: int):
+    """Merged `_Moments` of `fn` over `arrays`, chunk by chunk (one device)."""
+    n = arrays[0].shape[0]
+    chunk = int(min(chunk, n))
+
+    def chunk_fn(i, start):
+        return fn(*(jax.lax.dynamic_slice_in_dim(a, start, chunk, axis=0) for a in arrays))
+
+    return reduce_chunks(chunk_fn, n, chunk, clamp=True)
 
 
 def sample_axis_sharding(x):
@@ -122,8 +195,8 @@ def sample_axis_sharding(x):
     return sharding.mesh, names
 
 
-def sharded_stream_moments(fn: Callable, arrays: tuple, chunk: int, mesh, axis_names):
-    """`stream_moments` with the sample axis sharded over `mesh` axes `axis_names`.
+def _sharded_moments(fn: Callable, arrays: tuple, chunk: int, mesh, axis_names):
+    """`_stream_local_moments` with the sample axis sharded over `mesh` axes `axis_names`.
 
     Each device streams over its own shard (`jax.shard_map`); the per-device
     moments are all-gathered and merged, so every device holds the result.
@@ -137,9 +210,7 @@ def sharded_stream_moments(fn: Callable, arrays: tuple, chunk: int, mesh, axis_n
 
     def local(*arrs):
         m = _stream_local_moments(fn, arrs, chunk)
-        gathered = jax.tree.map(
-            lambda a: jax.lax.all_gather(a, names, tiled=False), m, is_leaf=None
-        )
+        gathered = jax.tree.map(lambda a: jax.lax.all_gather(a, names, tiled=False), m)
 
         def fold(g: _Moments) -> _Moments:
             acc = jax.tree.map(lambda a: a[0], g)
@@ -149,17 +220,16 @@ def sharded_stream_moments(fn: Callable, arrays: tuple, chunk: int, mesh, axis_n
 
         return jax.tree.map(fold, gathered, is_leaf=_is_moments)
 
-    out = jax.shard_map(
+    return jax.shard_map(
         local,
         mesh=mesh,
         in_specs=tuple(spec for _ in arrays),
         out_specs=P(),
         check_vma=False,
     )(*arrays)
-    return jax.tree.map(moments_to_estimate, out, is_leaf=_is_moments)
 
 
-def stream_moments(fn: Callable, arrays: tuple, chunk: int):
+def stream_moments(fn: Callable, arrays: tuple, chunk: int, *, mesh=None, axis_names=None):
     """Means and standard errors of per-sample values, streamed over chunks.
 
     Args:
@@ -167,13 +237,32 @@ def stream_moments(fn: Callable, arrays: tuple, chunk: int):
             sample axis of the chunk (e.g. `[n]` or `[T, n]`).
         arrays: tuple of arrays sharing the leading sample axis `N`.
         chunk: chunk length (static).
+        mesh, axis_names: when given, the sample axis is sharded over these
+            mesh axes (see `sample_axis_sharding`); each device streams its shard.
 
     Returns:
         a pytree like `fn`'s output with `Estimate(value, stderr)` leaves
         (sample axis reduced).
     """
-    acc = _stream_local_moments(fn, arrays, chunk)
-    return jax.tree.map(moments_to_estimate, acc, is_leaf=_is_moments)
+    if mesh is None:
+        acc = _stream_local_moments(fn, arrays, chunk)
+    else:
+        acc = _sharded_moments(fn, arrays, chunk, mesh, axis_names)
+    return to_estimates(acc)
+
+
+def stream_chunks(chunk_fn: Callable, n: int, chunk: int):
+    """`stream_moments` for values generated per chunk: `chunk_fn(i) -> pytree [..., chunk]`.
+
+    Used where the sample itself is drawn inside the loop (chunk `i` from
+    `fold_in(key, i)`), so no `[N, d]` array exists; samples past `n` are masked.
+    """
+    return to_estimates(reduce_chunks(lambda i, start: chunk_fn(i), n, chunk))
+
+
+def to_estimates(tree):
+    """Replace every `_Moments` leaf of `tree` by its `Estimate`."""
+    return jax.tree.map(moments_to_estimate, tree, is_leaf=_is_moments)
 
 
 def _is_moments(x) -> bool:

@@ -102,3 +102,110 @@ def check_delta(delta, name: str = "delta"):
         if not 0.0 < d < 0.5:
             raise ValueError(f"`{name}` must lie in (0, 1/2), got {d!r}")
     return delta
+
+
+def check_kind(value, name: str, choices) -> str:
+    """`value` must be one of `choices` (a string option such as `kind` or `which`)."""
+    if value not in tuple(choices):
+        opts = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"`{name}` must be one of {opts}, got {value!r}")
+    return value
+
+
+def float_dtype(*xs):
+    """The floating dtype of `xs`; Python scalars stay weak (float32 arrays stay float32)."""
+    return jnp.result_type(*xs, float)
+
+
+def check_cov(cov, name: str = "cov"):
+    """`cov` must be a finite symmetric positive-definite matrix `[d, d]`."""
+    cov = jnp.asarray(cov)
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1] or cov.shape[0] < 1:
+        raise ValueError(
+            f"`{name}` must be a square covariance matrix [d, d], got shape {cov.shape}"
+        )
+    if is_concrete(cov):
+        c = np.asarray(cov, dtype=np.float64)
+        if not np.all(np.isfinite(c)):
+            raise ValueError(f"`{name}` must be finite, got {c}")
+        if not np.allclose(c, c.T, rtol=1e-6, atol=1e-12):
+            raise ValueError(f"`{name}` must be symmetric, got {c}")
+        if np.linalg.eigvalsh(c).min() <= 0:
+            raise ValueError(f"`{name}` must be positive definite, got {c}")
+    return cov
+
+
+def check_vector(v, d: int, name: str, *, nonzero: bool = False):
+    """`v` must be a finite vector `[d]` (and not all zero when `nonzero`)."""
+    v = jnp.asarray(v)
+    if v.shape != (d,):
+        raise ValueError(f"`{name}` must have shape [d] = ({d},), got shape {v.shape}")
+    if is_concrete(v):
+        a = np.asarray(v)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"`{name}` must be finite, got {a}")
+        if nonzero and not np.any(a != 0):
+            raise ValueError(f"`{name}` must be a non-zero vector, got {a}")
+    return v
+
+
+def check_square(M, name: str = "M"):
+    """`M` must be a finite symmetric matrix `[d, d]`."""
+    M = jnp.asarray(M)
+    if M.ndim != 2 or M.shape[0] != M.shape[1] or M.shape[0] < 1:
+        raise ValueError(f"`{name}` must be a square symmetric matrix [d, d], got shape {M.shape}")
+    if is_concrete(M):
+        a = np.asarray(M, dtype=np.float64)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"`{name}` must be finite, got {a}")
+        if not np.allclose(a, a.T, rtol=1e-6, atol=1e-12 * max(1.0, np.abs(a).max())):
+            raise ValueError(f"`{name}` must be symmetric, got {a}")
+    return M
+
+
+def _check_scalar(x, name: str, *, strict: bool):
+    """`x` must be a finite scalar `> 0` (`strict`) or `>= 0` (checked when concrete)."""
+    what = "> 0" if strict else ">= 0"
+    if jnp.shape(x) != ():
+        raise ValueError(f"`{name}` must be a scalar {what}, got shape {jnp.shape(x)}")
+    if is_concrete(x):
+        v = float(np.asarray(x))
+        if not ((v > 0 if strict else v >= 0) and np.isfinite(v)):
+            raise ValueError(f"`{name}` must be a finite number {what}, got {v!r}")
+    return x
+
+
+def check_positive(x, name: str):
+    """`x` must be a finite scalar > 0 (checked when concrete)."""
+    return _check_scalar(x, name, strict=True)
+
+
+def check_nonnegative(x, name: str):
+    """`x` must be a finite scalar >= 0 (checked when concrete)."""
+    return _check_scalar(x, name, strict=False)
+
+
+def check_count(n, name: str, minimum: int = 1) -> int:
+    """`n` must be a Python/NumPy integer (not a bool) >= `minimum`."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or int(n) < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {n!r}")
+    return int(n)
+
+
+def check_key(key, name: str = "key"):
+    """`key` must be given: a `jax.random` key (no default key is ever used)."""
+    if key is None:
+        raise ValueError(f"`{name}` must be a jax.random key (no default key is used)")
+    return key
+
+
+def check_tau_grid(tau, name: str = "tau"):
+    """`tau` must be a scalar or a 1-D array `[T]` of finite temperatures > 0."""
+    tau = jnp.asarray(tau)
+    if tau.ndim > 1:
+        raise ValueError(f"`{name}` must be a scalar or a 1-D array [T], got shape {tau.shape}")
+    if is_concrete(tau):
+        t = np.asarray(tau)
+        if not (np.all(t > 0) and np.all(np.isfinite(t))):
+            raise ValueError(f"`{name}` must hold finite temperatures > 0, got {t}")
+    return tau

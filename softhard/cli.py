@@ -22,38 +22,43 @@ def _device_note() -> str:
     return f"{devs[0].platform} x{len(devs)} ({devs[0].device_kind})"
 
 
+def _columns(d, taus) -> dict:
+    """The printed/CSV table of a `SweepDiagnostics` over `taus: [T]`."""
+    return {
+        "tau": np.asarray(taus),
+        "soft_risk": np.asarray(d.soft.value),
+        "soft_stderr": np.asarray(d.soft.stderr),
+        "hard_risk": np.full(len(taus), float(d.hard.value)),
+        "gap": np.asarray(d.gap.value),
+        "gap_stderr": np.asarray(d.gap.stderr),
+        "gap_over_tau": np.asarray(d.gap.value) / np.asarray(taus),
+        "mass_2tau": np.asarray(d.mass.value),
+        "mass_stderr": np.asarray(d.mass.stderr),
+    }
+
+
 def _demo(args) -> int:
     import jax
     import jax.numpy as jnp
 
     from .diagnostics import table2_setup
-    from .risk import risk_sweep
-    from .routing import logits, top_two_margin
+    from .risk import diagnostic_sweep
 
     model, teacher, law = table2_setup(args.offset)
     taus = np.asarray(args.taus, dtype=float)
-    key = jax.random.key(args.seed)
     t0 = time.perf_counter()
-    x, y = teacher.sample(key, law, args.n)
-    sweep = risk_sweep(model, x, y, jnp.asarray(taus))
-    margin = top_two_margin(logits(model.router, x))
-    mass = np.array([float(jnp.mean(margin <= 2 * t)) for t in taus])
-    soft, gap = np.asarray(sweep.soft.value), np.asarray(sweep.gap.value)
-    gap_se = np.asarray(sweep.gap.stderr)
+    x, y = teacher.sample(jax.random.key(args.seed), law, args.n)
+    cols = _columns(diagnostic_sweep(model, x, y, jnp.asarray(taus, x.dtype)), taus)
     elapsed = time.perf_counter() - t0
     print(
         f"Table 2 example (offset b = {args.offset:g}): X ~ N(0, I_2), s = x_1 - b, "
-        f"f_1 - f_2 = 2 x_2, realizable (L_0 = {float(sweep.hard.value):.3g})"
+        f"f_1 - f_2 = 2 x_2, realizable (L_0 = {cols['hard_risk'][0]:.3g})"
     )
     print(f"N = {args.n}, seed {args.seed}, device {_device_note()}, {elapsed:.2f} s")
-    header = f"{'tau':>8} {'M(2tau)':>9} {'L_tau':>10} {'gap':>10} {'± stderr':>10} {'gap/tau':>9}"
-    print(header)
-    print("-" * len(header))
-    for i, t in enumerate(taus):
-        print(
-            f"{t:8.4g} {mass[i]:9.4f} {soft[i]:10.5f} {gap[i]:10.5f} {gap_se[i]:10.2g} "
-            f"{gap[i] / t:9.4f}"
-        )
+    _print_table(
+        {k: cols[k] for k in ("tau", "mass_2tau", "soft_risk", "gap", "gap_stderr")}
+        | {"gap/tau": cols["gap_over_tau"]}
+    )
     return 0
 
 
@@ -67,30 +72,27 @@ def _print_table(columns: dict) -> None:
 
 
 def sweep_columns(cfg) -> dict:
-    """Run the sweep a config describes; returns the table's columns."""
+    """Run the sweep a config describes; returns the table's columns.
+
+    The sample is drawn chunk by chunk inside the streaming loop
+    (`population_sweep`), so memory does not grow with `cfg.n`.
+    """
     import jax
     import jax.numpy as jnp
 
-    from .risk import risk_sweep
-    from .routing import logits, top_two_margin
+    from .risk import population_sweep
 
-    x, y = cfg.target.sample(jax.random.key(cfg.seed), cfg.law, cfg.n)
-    taus = jnp.asarray(cfg.taus, dtype=x.dtype)
-    sweep = risk_sweep(cfg.model, x, y, taus)
-    margin = top_two_margin(logits(cfg.model.router, x))
-    inside = (margin[None, :] <= 2 * taus[:, None]).astype(x.dtype)
-    mass = jnp.mean(inside, axis=1)
-    mass_se = jnp.std(inside, axis=1, ddof=1) / np.sqrt(cfg.n)
-    return {
-        "tau": np.asarray(taus),
-        "soft_risk": np.asarray(sweep.soft.value),
-        "soft_stderr": np.asarray(sweep.soft.stderr),
-        "hard_risk": np.full(len(taus), float(sweep.hard.value)),
-        "gap": np.asarray(sweep.gap.value),
-        "gap_stderr": np.asarray(sweep.gap.stderr),
-        "mass_2tau": np.asarray(mass),
-        "mass_stderr": np.asarray(mass_se),
-    }
+    taus = jnp.asarray(cfg.taus, dtype=jnp.result_type(float))
+    d = population_sweep(
+        cfg.model,
+        cfg.target,
+        cfg.law,
+        taus,
+        key=jax.random.key(cfg.seed),
+        n=cfg.n,
+        diagnostics=True,
+    )
+    return _columns(d, np.asarray(taus))
 
 
 def _sweep(args) -> int:

@@ -46,15 +46,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._stats import Estimate, chunk_size_for, moments_to_estimate
+from ._stats import Estimate, chunk_size_for, scale_estimate, stream_moments
 from ._validate import (
     check_delta,
     check_finite_params,
+    check_kind,
     check_logits,
     check_x,
     check_xy,
     is_concrete,
 )
+from .boundary import KINDS
 from .routing import expert_outputs, logits, pair_indices
 
 __all__ = [
@@ -145,58 +147,6 @@ class _Smoothed(NamedTuple):
     bandwidth: jax.Array  # [P]
 
 
-class _Moments(NamedTuple):
-    n: jax.Array  # scalar count
-    mean: jax.Array  # [...]
-    m2: jax.Array  # [...] sum of squared deviations
-
-
-def _stream(fn, arrays, chunk: int):
-    """Means and stderrs of per-sample values (sample axis last), streamed over chunks.
-
-    Like `_stats.stream_moments` (Chan et al.'s pairwise merge), but the arrays
-    are padded to whole chunks and masked, so `fn` is traced once: the
-    estimators here make several passes and compile time would otherwise grow
-    with each traced copy.
-    """
-    n = arrays[0].shape[0]
-    n_chunks = -(-n // chunk)
-    pad = n_chunks * chunk - n
-    padded = tuple(jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1), mode="edge") for a in arrays)
-
-    def chunk_moments(i):
-        part = tuple(jax.lax.dynamic_slice_in_dim(a, i * chunk, chunk, axis=0) for a in padded)
-        mask = (i * chunk + jnp.arange(chunk)) < n  # [chunk]
-        out = fn(*part)
-
-        def moments(v):
-            m = mask.astype(v.dtype)
-            cnt = jnp.sum(m)
-            mean = jnp.sum(v * m, axis=-1) / cnt
-            m2 = jnp.sum(((v - mean[..., None]) * m) ** 2, axis=-1)
-            return _Moments(cnt, mean, m2)
-
-        return jax.tree.map(moments, out)
-
-    def merge(a, b):
-        cnt = a.n + b.n
-        delta = b.mean - a.mean
-        frac = b.n / jnp.maximum(cnt, 1)
-        return _Moments(cnt, a.mean + delta * frac, a.m2 + b.m2 + delta**2 * a.n * frac)
-
-    shapes = jax.eval_shape(chunk_moments, 0)
-    init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-    def is_m(x):
-        return isinstance(x, _Moments)
-
-    def body(i, acc):
-        return jax.tree.map(merge, acc, chunk_moments(i), is_leaf=is_m)
-
-    acc = jax.lax.fori_loop(0, n_chunks, body, init)
-    return jax.tree.map(moments_to_estimate, acc, is_leaf=is_m)
-
-
 def _robust_scale(s: jax.Array) -> jax.Array:
     # min(sd, sqrt(π/2)·mean|s − mean|): Silverman's guard against heavy tails,
     # without the sort a quantile needs
@@ -229,7 +179,7 @@ def _two_sided(s, g, t, bandwidth, *, chunk) -> _Smoothed:
         gt = gc.T  # [P, n]
         return w2[None, :] * gt, w0[None, :] * gt * gt
 
-    curv, second = _stream(pilot, (s, g), chunk)
+    curv, second = stream_moments(pilot, (s, g), chunk)
     curv2 = curv.value**2 + curv.stderr**2  # conservative |m''|²
     v = jnp.maximum(second.value, 0.0)  # m_{g²}(t)
     h = _auto_bandwidth(k0.R, k0.mu2, v, curv2, n, 1e-3 * h_p, h_p)
@@ -239,7 +189,7 @@ def _two_sided(s, g, t, bandwidth, *, chunk) -> _Smoothed:
         z = (sc[None, :] - t) / h[:, None]  # [P, n]
         return (_eval_kernel(k0, z) / h[:, None] * gc.T,)
 
-    (est,) = _stream(final, (s, g), chunk)
+    (est,) = stream_moments(final, (s, g), chunk)
     bias = 0.5 * h**2 * abs(k0.mu2) * jnp.sqrt(curv2)
     return _Smoothed(est.value, est.stderr, bias, h)
 
@@ -263,7 +213,7 @@ def _local_fit(s, g, t, h, *, side, degree, chunk) -> _LocalFit:
         zp = jnp.stack([z**k for k in range(2 * degree + 1)])  # [2D+1, P, n]
         return w[None] * zp, w[None] * zp[: degree + 1] * gc.T[None]
 
-    S, T = _stream(moments, (s, g), chunk)
+    S, T = stream_moments(moments, (s, g), chunk)
     idx = np.add.outer(np.arange(degree + 1), np.arange(degree + 1))
     Smat = jnp.moveaxis(S.value[idx], -1, 0)  # [P, D+1, D+1]
     Sinv = jnp.linalg.inv(Smat)
@@ -276,7 +226,7 @@ def _local_fit(s, g, t, h, *, side, degree, chunk) -> _LocalFit:
         infl = jnp.einsum("pij,jpn->ipn", Sinv, zp) * (w * eps)[None]
         return infl, w * eps * eps
 
-    infl, r2 = _stream(residuals, (s, g), chunk)
+    infl, r2 = stream_moments(residuals, (s, g), chunk)
     sigma2 = r2.value / S.value[0]
     return _LocalFit(beta, infl.stderr, sigma2)
 
@@ -320,8 +270,7 @@ def _prepare(s, g, t, bandwidth, side, chunk_size):
         dtype = jnp.result_type(float)
     if jnp.shape(t) != ():
         raise ValueError(f"`t` must be a scalar level, got shape {jnp.shape(t)}")
-    if side not in _SIDES:
-        raise ValueError(f"`side` must be one of {_SIDES}, got {side!r}")
+    check_kind(side, "side", _SIDES)
     g2 = g[:, None] if g.ndim == 1 else g
     P = g2.shape[1]
     if bandwidth is not None:
@@ -424,7 +373,7 @@ def _check_scalar_fn(fn, name: str, x: jax.Array, allow_vector: bool = False):
         raise ValueError(f"`{name}` must be a callable x: [d] -> scalar, got {type(fn).__name__}")
     try:
         out = jax.eval_shape(fn, jax.ShapeDtypeStruct(x.shape[1:], x.dtype))
-    except Exception as e:  # noqa: BLE001 - report any tracing failure as bad input
+    except Exception as e:
         raise ValueError(
             f"`{name}` must map x: [d] = {x.shape[1:]} to a scalar; calling it failed: {e}"
         ) from e
@@ -501,8 +450,7 @@ def surface_integral(
     >>> bool(abs(est.value - 0.398942) < 3 * est.stderr)  # ∫_{x₀=0} p dH¹ = φ(0)
     True
     """
-    if measure not in _MEASURES:
-        raise ValueError(f"`measure` must be one of {_MEASURES}, got {measure!r}")
+    check_kind(measure, "measure", _MEASURES)
     x = _as_float_x(x)
     _check_scalar_fn(score_fn, "score_fn", x)
     if g is not None:
@@ -585,11 +533,11 @@ def ambiguity_coefficient(logits: jax.Array, eps, *, kind: str = "top2") -> Esti
         scalar `Estimate` of `C`.
     """
     check_delta(eps, "eps")
-    if kind not in ("top2", "pairwise"):
-        raise ValueError(f"`kind` must be 'top2' or 'pairwise', got {kind!r}")
+    check_kind(kind, "kind", KINDS)
     dens = pairwise_level_set_densities(logits, top_two=kind == "top2")
     L = jnp.log((1.0 - eps) / eps)
-    return Estimate(2.0 * L * jnp.sum(dens.value), 2.0 * L * jnp.sum(dens.stderr))
+    # the pair densities share one sample: their errors add (a conservative sum)
+    return scale_estimate(Estimate(jnp.sum(dens.value), jnp.sum(dens.stderr)), 2.0 * L)
 
 
 # ----------------------------------------------------------------------------

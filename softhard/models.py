@@ -26,11 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._validate import is_concrete
+from ._validate import check_cov, is_concrete
 
 __all__ = [
     "LinearRouter",
     "MLPRouter",
+    "NormalizedRouter",
     "LinearExperts",
     "MLPExperts",
     "MoE",
@@ -86,6 +87,44 @@ def _fail(cls: str, msg: str):
     raise ValueError(f"{cls}: {msg}")
 
 
+def _check_affine(self, cls: str, a: str, c: str, min_experts: int = 1) -> None:
+    """Convert the fields `a: [K, d]` and `c: [K]` and check that they match, `K ≥ min_experts`."""
+    _convert_fields(self, (a, c))
+    if not _canonical(self, {a: 2, c: 1}):
+        return
+    A, C = getattr(self, a), getattr(self, c)
+    if C.shape[-1:] != A.shape[-2:-1]:
+        _fail(
+            cls,
+            f"`{c}` must have shape [K] = ({A.shape[-2]},) to match `{a}` {A.shape}, got {C.shape}",
+        )
+    if A.shape[-2] < min_experts:
+        _fail(cls, f"needs K >= {min_experts} experts, `{a}` has shape {A.shape}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _TwoLayer:
+    """The fields of a one-hidden-layer map (`MLPRouter`, `MLPExperts`)."""
+
+    W1: jax.Array
+    b1: jax.Array
+    W2: jax.Array
+    b2: jax.Array
+    activation: Callable = dataclasses.field(default=jnp.tanh, metadata={"static": True})
+
+
+class _Rows:
+    """`num_experts` and `dim` of a model whose first field is a `[K, d]` matrix."""
+
+    @property
+    def num_experts(self) -> int:
+        return getattr(self, dataclasses.fields(self)[0].name).shape[-2]
+
+    @property
+    def dim(self) -> int:
+        return getattr(self, dataclasses.fields(self)[0].name).shape[-1]
+
+
 def _pytree(cls):
     """Frozen dataclass registered as a pytree whose unflatten skips `__post_init__`.
 
@@ -131,7 +170,7 @@ def _pytree(cls):
 
 
 @_pytree
-class LinearRouter:
+class LinearRouter(_Rows):
     """Linear router `a(x) = W x + b` (2.2).
 
     Attributes:
@@ -147,24 +186,7 @@ class LinearRouter:
     b: jax.Array
 
     def __post_init__(self):
-        _convert_fields(self, ("W", "b"))
-        if _canonical(self, {"W": 2, "b": 1}):
-            if self.b.shape[-1:] != self.W.shape[-2:-1]:
-                _fail(
-                    "LinearRouter",
-                    f"`b` must have shape [K] = ({self.W.shape[-2]},) to match `W` "
-                    f"{self.W.shape}, got {self.b.shape}",
-                )
-            if self.W.shape[-2] < 2:
-                _fail("LinearRouter", f"needs K >= 2 experts, `W` has shape {self.W.shape}")
-
-    @property
-    def num_experts(self) -> int:
-        return self.W.shape[-2]
-
-    @property
-    def dim(self) -> int:
-        return self.W.shape[-1]
+        _check_affine(self, "LinearRouter", "W", "b", min_experts=2)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """`x: [d] -> logits: [K]`."""
@@ -172,19 +194,13 @@ class LinearRouter:
 
 
 @_pytree
-class MLPRouter:
+class MLPRouter(_TwoLayer):
     """One-hidden-layer router `a(x) = W2 act(W1 x + b1) + b2`.
 
     Attributes:
         W1: `[H, d]`, b1: `[H]`, W2: `[K, H]`, b2: `[K]`.
         activation: elementwise function (static), default `jnp.tanh`.
     """
-
-    W1: jax.Array
-    b1: jax.Array
-    W2: jax.Array
-    b2: jax.Array
-    activation: Callable = dataclasses.field(default=jnp.tanh, metadata={"static": True})
 
     def __post_init__(self):
         _convert_fields(self, ("W1", "b1", "W2", "b2"))
@@ -216,13 +232,50 @@ class MLPRouter:
         return jnp.dot(self.W2, h, precision=hp) + self.b2
 
 
+@_pytree
+class NormalizedRouter(_Rows):
+    """Router with unit-norm rows: `a_k(x) = scale · w_kᵀx / ‖w_k‖ + b_k` (2.2).
+
+    With a `LinearRouter`, `L_τ(W, b) = L_1(W/τ, b/τ)`: for a realisable
+    teacher, sharpening always lowers the soft risk and `L_τ` has no finite
+    minimiser (Theorem 5.17 works on a compact parameter set). Normalising the
+    rows bounds the sharpness, `|∇_x (a_i − a_j)| ≤ 2·scale`, so `L_τ` attains
+    interior minimisers and the recovery rates (5.16–5.17) can be observed.
+    Its gauge directions are the `K` radial row directions and the common bias
+    shift (`softhard.landscape.gauge_directions`).
+
+    Attributes:
+        W: `[K, d]` row directions (any nonzero length).
+        b: `[K]` biases.
+        scale: static positive float, the logit scale.
+
+    >>> r = NormalizedRouter(W=jnp.array([[2.0, 0.0], [0.0, -3.0]]), b=jnp.zeros(2))
+    >>> r(jnp.array([1.0, 1.0])).tolist()
+    [1.0, -1.0]
+    """
+
+    W: jax.Array
+    b: jax.Array
+    scale: float = dataclasses.field(default=1.0, metadata={"static": True})
+
+    def __post_init__(self):
+        _check_affine(self, "NormalizedRouter", "W", "b", min_experts=2)
+        if not float(self.scale) > 0:
+            _fail("NormalizedRouter", f"`scale` must be > 0, got {self.scale!r}")
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """`x: [d] -> logits: [K]`."""
+        norms = jnp.sqrt(jnp.sum(self.W**2, axis=-1))
+        return self.scale * jnp.dot(self.W, x, precision=jax.lax.Precision.HIGHEST) / norms + self.b
+
+
 # ----------------------------------------------------------------------------
 # experts
 # ----------------------------------------------------------------------------
 
 
 @_pytree
-class LinearExperts:
+class LinearExperts(_Rows):
     """A bank of `K` linear experts `f_k(x) = B_k · x + c_k`.
 
     Attributes:
@@ -233,17 +286,7 @@ class LinearExperts:
     c: jax.Array
 
     def __post_init__(self):
-        _convert_fields(self, ("B", "c"))
-        if _canonical(self, {"B": 2, "c": 1}):
-            if self.c.shape[-1:] != self.B.shape[-2:-1]:
-                _fail(
-                    "LinearExperts",
-                    f"expected B [K, d] and c [K]; got B {self.B.shape}, c {self.c.shape}",
-                )
-
-    @property
-    def num_experts(self) -> int:
-        return self.B.shape[-2]
+        _check_affine(self, "LinearExperts", "B", "c")
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """`x: [d] -> outputs: [K]`."""
@@ -251,19 +294,13 @@ class LinearExperts:
 
 
 @_pytree
-class MLPExperts:
+class MLPExperts(_TwoLayer):
     """`K` one-hidden-layer experts `f_k(x) = W2_k · act(W1_k x + b1_k) + b2_k`.
 
     Attributes:
         W1: `[K, H, d]`, b1: `[K, H]`, W2: `[K, H]`, b2: `[K]`.
         activation: elementwise function (static), default `jnp.tanh`.
     """
-
-    W1: jax.Array
-    b1: jax.Array
-    W2: jax.Array
-    b2: jax.Array
-    activation: Callable = dataclasses.field(default=jnp.tanh, metadata={"static": True})
 
     def __post_init__(self):
         _convert_fields(self, ("W1", "b1", "W2", "b2"))
@@ -403,12 +440,20 @@ class LinearTarget:
 # ----------------------------------------------------------------------------
 
 
+class _Law:
+    """`dim` of an input law whose first field ends in the input axis `d`."""
+
+    @property
+    def dim(self) -> int:
+        return getattr(self, dataclasses.fields(self)[0].name).shape[-1]
+
+
 def _cholesky(cov: jax.Array) -> jax.Array:
     return jnp.linalg.cholesky(cov)
 
 
 @_pytree
-class Gaussian:
+class Gaussian(_Law):
     """Gaussian input law `N(mean, cov)`.
 
     Attributes:
@@ -432,21 +477,12 @@ class Gaussian:
                     f"expected mean [d] and cov [d, d]; got mean {self.mean.shape}, "
                     f"cov {self.cov.shape}",
                 )
-            if is_concrete(self.cov):
-                c = np.asarray(self.cov)
-                if not np.allclose(c, c.T, rtol=1e-6, atol=1e-12):
-                    _fail("Gaussian", "`cov` must be symmetric")
-                if np.all(np.isfinite(c)) and np.linalg.eigvalsh(c).min() <= 0:
-                    _fail("Gaussian", "`cov` must be positive definite")
-
-    @property
-    def dim(self) -> int:
-        return self.mean.shape[-1]
+            check_cov(self.cov, "cov")  # finite, symmetric, positive definite when concrete
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:
         """`n` draws, `[n, d]`."""
         z = jax.random.normal(key, (n, self.dim), dtype=self.mean.dtype)
-        return self.mean + z @ _cholesky(self.cov).T
+        return self.mean[None, :] + z @ _cholesky(self.cov).T
 
     def log_prob(self, x: jax.Array) -> jax.Array:
         """Log density at one point `x: [d]` -> scalar."""
@@ -456,7 +492,7 @@ class Gaussian:
         return -0.5 * (jnp.sum(z**2) + logdet + self.dim * math.log(2 * math.pi))
 
 
-def StandardGaussian(d: int) -> Gaussian:  # noqa: N802 - a constructor by name
+def StandardGaussian(d: int) -> Gaussian:
     """The standard Gaussian `N(0, I_d)` as a `Gaussian` law."""
     if int(d) < 1:
         raise ValueError(f"`d` must be a positive dimension, got {d!r}")
@@ -465,7 +501,7 @@ def StandardGaussian(d: int) -> Gaussian:  # noqa: N802 - a constructor by name
 
 
 @_pytree
-class Uniform:
+class Uniform(_Law):
     """Uniform law on the box `[low, high]` (`low, high: [d]`, `low < high`)."""
 
     low: jax.Array
@@ -484,14 +520,10 @@ class Uniform:
                 if not np.all(np.asarray(self.low) < np.asarray(self.high)):
                     _fail("Uniform", "`low` must be < `high` in every coordinate")
 
-    @property
-    def dim(self) -> int:
-        return self.low.shape[-1]
-
     def sample(self, key: jax.Array, n: int) -> jax.Array:
         """`n` draws, `[n, d]`."""
         u = jax.random.uniform(key, (n, self.dim), dtype=self.low.dtype)
-        return self.low + u * (self.high - self.low)
+        return self.low[None, :] + u * (self.high - self.low)[None, :]
 
     def log_prob(self, x: jax.Array) -> jax.Array:
         """Log density at `x: [d]` (−inf outside the box)."""
@@ -500,7 +532,7 @@ class Uniform:
 
 
 @_pytree
-class GaussianMixture:
+class GaussianMixture(_Law):
     """Mixture `Σ_c w_c N(means_c, covs_c)`.
 
     Attributes:
@@ -529,10 +561,6 @@ class GaussianMixture:
                 w = np.asarray(self.weights)
                 if np.any(w < 0) or not np.isclose(w.sum(), 1.0):
                     _fail("GaussianMixture", f"`weights` must be >= 0 and sum to 1, got {w}")
-
-    @property
-    def dim(self) -> int:
-        return self.means.shape[-1]
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:
         """`n` draws, `[n, d]`."""

@@ -17,14 +17,9 @@ import numpy as np
 
 from ._stats import (
     Estimate,
-    _chunk_moments,
-    _is_moments,
-    _merge,
-    _stream_local_moments,
     chunk_size_for,
-    moments_to_estimate,
     sample_axis_sharding,
-    sharded_stream_moments,
+    stream_chunks,
     stream_moments,
 )
 from ._validate import check_delta, check_finite_params, check_tau, check_taus, check_xy
@@ -176,14 +171,14 @@ def _chunk_quantities(model, taus, x, y, *, full: bool, mass_factor=2.0, delta=0
     S = sums[0]
     soft = (y[None, :] - sums[1] / S) ** 2  # [T, n]
     if not full:
-        return RiskSweep(soft=soft, hard=hard, gap=soft - hard)
+        return RiskSweep(soft=soft, hard=hard, gap=soft - hard[None, :])
     # entropy −Σ π log π with log π_k = z_k/τ − log S; 0·log 0 = 0 since w_k z_k → 0
     ent = jnp.log(S) - sums[2] * inv_tau / S
     amb = (S * (1.0 - delta) > 1.0).astype(S.dtype)  # max gate 1/S < 1 − δ
     top2 = jax.lax.top_k(a, 2)[0]
     margin = top2[:, 0] - top2[:, 1]  # Δ (2.6), [n]
     mass = (margin[None, :] <= mass_factor * taus[:, None]).astype(soft.dtype)
-    return SweepDiagnostics(soft, hard, soft - hard, mass, amb, ent)
+    return SweepDiagnostics(soft, hard, soft - hard[None, :], mass, amb, ent)
 
 
 @functools.partial(
@@ -193,9 +188,7 @@ def _sweep(model, x, y, taus, chunk, full, mesh=None, axis_names=None, mass_fact
     fn = functools.partial(
         _chunk_quantities, model, taus, full=full, mass_factor=mass_factor, delta=delta
     )
-    if mesh is None:
-        return stream_moments(fn, (x, y), chunk)
-    return sharded_stream_moments(fn, (x, y), chunk, mesh, axis_names)
+    return stream_moments(fn, (x, y), chunk, mesh=mesh, axis_names=axis_names)
 
 
 def _shard_like(x, *others):
@@ -310,25 +303,12 @@ def diagnostic_sweep(
 
 @functools.partial(jax.jit, static_argnames=("n", "chunk", "full", "mass_factor", "delta"))
 def _population_sweep(model, target, law, taus, key, n, chunk, full, mass_factor, delta):
-    def quantities(i, size):
-        x, y = target.sample(jax.random.fold_in(key, i), law, size)
-        return _chunk_quantities(
-            model,
-            taus,
-            x.astype(taus.dtype),
-            y.astype(taus.dtype),
-            full=full,
-            mass_factor=mass_factor,
-            delta=delta,
-        )
+    def quantities(i):
+        x, y = target.sample(jax.random.fold_in(key, i), law, chunk)
+        x, y = x.astype(taus.dtype), y.astype(taus.dtype)
+        return _chunk_quantities(model, taus, x, y, full=full, mass_factor=mass_factor, delta=delta)
 
-    n_full, rem = divmod(n, chunk)
-    idx = jnp.arange(n_full)
-    acc = _stream_local_moments(lambda i: quantities(i[0], chunk), (idx,), 1)
-    if rem:
-        tail = jax.tree.map(_chunk_moments, quantities(n_full, rem))
-        acc = jax.tree.map(_merge, acc, tail, is_leaf=_is_moments)
-    return jax.tree.map(moments_to_estimate, acc, is_leaf=_is_moments)
+    return stream_chunks(quantities, n, chunk)
 
 
 def population_sweep(
@@ -346,8 +326,9 @@ def population_sweep(
 ):
     """`risk_sweep` / `diagnostic_sweep` on `n` fresh draws, sampled chunk by chunk.
 
-    Chunk `i` is drawn from `jax.random.fold_in(key, i)` inside the streaming
-    loop, so no `[N, d]` array is ever materialised: memory is one chunk,
+    Chunk `i` (of `chunk_size` rows) is drawn from `jax.random.fold_in(key, i)`
+    inside the streaming loop, the last chunk's rows past `n` masked out, so no
+    `[N, d]` array is ever materialised: memory is one chunk,
     whatever `n` (a sweep over 10^8 samples runs in the memory of 10^5).
 
     Args:
@@ -391,71 +372,3 @@ def population_sweep(
 def _n_shards(sharded) -> int:
     mesh, names = sharded
     return int(np.prod([mesh.shape[a] for a in names]))
-
-
-# ----------------------------------------------------------------------------
-# the Theorem 4.5 certificate (issue 3; appended section)
-#
-# The data-driven helpers that fill in the constants (`certify`, and the
-# Theorem 4.7 check `gamma_check`) live in `softhard.boundary`, which imports
-# this function: they need the margin-tail fit, and `risk` must not import
-# `boundary`.
-# ----------------------------------------------------------------------------
-
-__all__ += ["soft_hard_bound"]
-
-
-def _check_bound_arg(v, name: str, *, positive: bool = False):
-    if jnp.shape(v) != ():
-        raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(v)}")
-    if not isinstance(v, jax.core.Tracer):
-        f = float(v)
-        ok = (f > 0 if positive else f >= 0) and f < float("inf")
-        if not ok:
-            raise ValueError(
-                f"`{name}` must be finite and {'> 0' if positive else '>= 0'}, got {f!r}"
-            )
-    return v
-
-
-def soft_hard_bound(tau, B_Y, B_f, K, C_m, alpha, w0) -> jax.Array:
-    """The explicit Theorem 4.5 certificate on `|L_τ − L_0|` (4.5)–(4.8).
-
-        |L_τ − L_0| ≤ 4 B_f (B_Y + B_f) (K − 1) [C_m Γ(α+1) τ^α + e^{−w_0/τ}]
-
-    from `|L_τ − L_0| ≤ 2(B_Y + B_f) E|f_τ − f_0|` (4.6), `|f_τ − f_0| ≤ 2 B_f (1 − π_{k*}^τ)`
-    (4.7), Lemma 4.1 and `E[e^{−Δ/τ}] ≤ C_m Γ(α+1) τ^α + e^{−w_0/τ}` under the
-    margin tail `P(Δ ≤ w) ≤ C_m w^α`, `0 < w ≤ w_0` (4.4). It is not capped
-    at the trivial bound `4 B_f (B_Y + B_f)`. Data-driven constants:
-    `softhard.boundary.certify`.
-
-    Args:
-        tau: temperature `> 0`, scalar or `[T]`.
-        B_Y: `≥ 0`, bound on `|Y|`; B_f: `≥ 0`, bound on every `|f_k|` (Assumption 4.3).
-        K: number of experts, integer `≥ 2`.
-        C_m: `≥ 0`; alpha: `≥ 0`; w0: `> 0` (Assumption 4.2).
-
-    Returns:
-        the bound, with the shape of `tau`.
-
-    >>> round(float(soft_hard_bound(0.1, 1.0, 1.0, 2, 1.0, 1.0, 1.0)), 6)  # 8 (0.1 + e^{-10})
-    0.800363
-    """
-    tau = jnp.asarray(tau)
-    if tau.ndim > 1:
-        raise ValueError(f"`tau` must be a scalar or a 1-D array [T], got shape {tau.shape}")
-    if not isinstance(tau, jax.core.Tracer):
-        t = jnp.asarray(tau)
-        if not bool(jnp.all(t > 0)) or not bool(jnp.all(jnp.isfinite(t))):
-            raise ValueError(f"`tau` must hold finite temperatures > 0, got {t}")
-    if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or int(K) < 2:
-        raise ValueError(f"`K` must be an integer >= 2, got {K!r}")
-    k = int(K)
-    for v, name in ((B_Y, "B_Y"), (B_f, "B_f"), (C_m, "C_m"), (alpha, "alpha")):
-        _check_bound_arg(v, name)
-    _check_bound_arg(w0, "w0", positive=True)
-    dtype = jnp.result_type(tau.dtype, float)
-    tau = tau.astype(dtype)
-    alpha = jnp.asarray(alpha, dtype)
-    tail = C_m * jnp.exp(jax.scipy.special.gammaln(alpha + 1.0) + alpha * jnp.log(tau))
-    return 4.0 * B_f * (B_Y + B_f) * (k - 1) * (tail + jnp.exp(-w0 / tau))

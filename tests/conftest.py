@@ -2,7 +2,8 @@
 
 Float32 paths are checked explicitly by tests that build float32 arrays (the
 `dtype` fixture); with x64 enabled, float32 inputs stay float32 through
-softhard's functions.
+softhard's functions. Implicit rank promotion (broadcasting `[N]` against
+`[N, 1]` by accident) raises, so every broadcast in the package is explicit.
 """
 
 import jax
@@ -10,12 +11,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-_X64_BEFORE = jax.config.jax_enable_x64
-jax.config.update("jax_enable_x64", True)
+_CONFIG = {"jax_enable_x64": True, "jax_numpy_rank_promotion": "raise"}
+_BEFORE = {name: getattr(jax.config, name) for name in _CONFIG}
+for _name, _value in _CONFIG.items():
+    jax.config.update(_name, _value)
 
 
 def pytest_unconfigure(config):
-    jax.config.update("jax_enable_x64", _X64_BEFORE)
+    for name, value in _BEFORE.items():
+        jax.config.update(name, value)
 
 
 @pytest.fixture(params=[jnp.float64, jnp.float32], ids=["f64", "f32"])

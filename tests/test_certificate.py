@@ -17,34 +17,29 @@ import pytest
 from scipy import integrate, special
 
 import softhard as sh
-from softhard.boundary import certify, gamma_check, margin_tail_fit
-from softhard.risk import soft_hard_bound
+from softhard.boundary import margin_tail_fit
+from softhard.certificate import certify, gamma_check, soft_hard_bound
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class ClippedExperts:
-    """Linear experts clipped to `[−bound, bound]` (Assumption 4.3): `x: [d] -> [K]`."""
+class BoundedExperts:
+    """Linear experts bounded by `bound` (Assumption 4.3): `x: [d] -> [K]`.
+
+    Clipped to `[−bound, bound]`, or with `smooth` the smooth
+    `bound · tanh((Bx + c)/bound)` (for gradient ascent).
+    """
 
     B: jax.Array
     c: jax.Array
     bound: float = dataclasses.field(default=1.0, metadata={"static": True})
+    smooth: bool = dataclasses.field(default=False, metadata={"static": True})
 
     def __call__(self, x):
-        return jnp.clip(self.B @ x + self.c, -self.bound, self.bound)
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class SoftClippedExperts:
-    """`bound · tanh((Bx + c)/bound)`: bounded and smooth, for gradient ascent."""
-
-    B: jax.Array
-    c: jax.Array
-    bound: float = dataclasses.field(default=1.0, metadata={"static": True})
-
-    def __call__(self, x):
-        return self.bound * jnp.tanh((self.B @ x + self.c) / self.bound)
+        z = self.B @ x + self.c
+        if self.smooth:
+            return self.bound * jnp.tanh(z / self.bound)
+        return jnp.clip(z, -self.bound, self.bound)
 
 
 # ----------------------------------------------------------------------------
@@ -112,7 +107,7 @@ def test_soft_hard_bound_bad_input():
 
 def _clipped_model(rng, K, d, bound=1.0):
     router = sh.LinearRouter(rng.normal(size=(K, d)), rng.normal(size=K))
-    return sh.MoE(router, ClippedExperts(rng.normal(size=(K, d)), rng.normal(size=K), bound))
+    return sh.MoE(router, BoundedExperts(rng.normal(size=(K, d)), rng.normal(size=K), bound))
 
 
 TAUS = jnp.geomspace(1e-3, 1.0, 10)
@@ -182,20 +177,22 @@ def test_gamma_check_uniform_gap_and_almost_minimisers():
     x = sh.StandardGaussian(d).sample(jax.random.key(0), n)
     teacher = sh.MoE(
         sh.LinearRouter([[1.0, 0.5], [0.0, 0.0]], [0.2, 0.0]),
-        SoftClippedExperts(jnp.array([[1.0, -0.5], [-1.0, 0.5]]), jnp.array([0.5, -0.5]), 2.0),
+        BoundedExperts(
+            jnp.array([[1.0, -0.5], [-1.0, 0.5]]), jnp.array([0.5, -0.5]), 2.0, smooth=True
+        ),
     )
     y = sh.hard_predict(teacher, x)
     model = sh.MoE(
         sh.LinearRouter([[1.0, 0.0], [0.0, 0.0]], [0.0, 0.0]),
-        SoftClippedExperts(jnp.zeros((2, 2)), jnp.zeros(2), 2.0),
+        BoundedExperts(jnp.zeros((2, 2)), jnp.zeros(2), 2.0, smooth=True),
     )
     lower = sh.MoE(
         sh.LinearRouter([[0.5, -1.0], [-0.25, -0.25]], [-0.5, -0.5]),
-        SoftClippedExperts(jnp.full((2, 2), -1.5), jnp.full(2, -1.5), 2.0),
+        BoundedExperts(jnp.full((2, 2), -1.5), jnp.full(2, -1.5), 2.0, smooth=True),
     )
     upper = sh.MoE(
         sh.LinearRouter([[2.0, 1.0], [0.25, 0.25]], [0.5, 0.5]),
-        SoftClippedExperts(jnp.full((2, 2), 1.5), jnp.full(2, 1.5), 2.0),
+        BoundedExperts(jnp.full((2, 2), 1.5), jnp.full(2, 1.5), 2.0, smooth=True),
     )
     taus = jnp.array([0.3, 0.1, 0.03])
     out = gamma_check(

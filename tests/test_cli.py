@@ -102,3 +102,46 @@ def test_unreadable_config(tmp_path, capsys):
     assert main(["sweep", str(path)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
     assert main(["sweep", str(tmp_path / "missing.json")]) == 2
+
+
+def test_sweep_columns_against_closed_forms():
+    """GOOD is Table 2 at offset 0: M(2τ) = 2Φ(2τ) − 1 and L_τ from 1-D quadrature."""
+    from scipy import stats
+
+    from softhard.cli import sweep_columns
+
+    cfg = parse_config({**GOOD, "n": 2**18})
+    cols = sweep_columns(cfg)
+    exact_mass = 2 * stats.norm.cdf(2 * cols["tau"]) - 1
+    assert np.all(np.abs(cols["mass_2tau"] - exact_mass) < 4 * cols["mass_stderr"])
+    assert np.all(cols["mass_stderr"] > 0) and np.all(cols["mass_stderr"] < 2e-3)
+    import softhard as sh
+
+    exact = [float(sh.exact_risk_gap(cfg.model, cfg.target, cfg.law, t)) for t in cols["tau"]]
+    assert np.all(np.abs(cols["gap"] - exact) < 4 * cols["gap_stderr"])
+    np.testing.assert_allclose(cols["gap_over_tau"], cols["gap"] / cols["tau"])
+
+
+def test_sweep_memory_does_not_grow_with_n(tmp_path):
+    """`softhard sweep` streams: 2^24 samples, T = 16, in a fresh process under 1.5 GB.
+
+    Materialising the sample and `[T, N]` indicator arrays (the old path) needs
+    several GB at this size.
+    """
+    import subprocess
+    import sys
+
+    cfg = {**GOOD, "n": 2**24, "taus": {"geomspace": [0.01, 1.0, 16]}}
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(cfg))
+    code = (
+        "import sys; from softhard.cli import main; rc = main(['sweep', sys.argv[1]]); "
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]; "
+        "print('HWM', int(hwm[0].split()[1])); sys.exit(rc)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    hwm_kb = int(proc.stdout.rsplit("HWM", 1)[1].split()[0])
+    assert hwm_kb / 2**20 < 1.5, f"peak RSS {hwm_kb / 2**10:.0f} MB"

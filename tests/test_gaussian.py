@@ -37,9 +37,6 @@ from softhard import (
     risk_sweep,
 )
 from softhard.gaussian import (
-    _bvn_upper,
-    _halfspace_moments,
-    _quadrant_moments,
     exact_ambiguity_mass,
     exact_boundary_mass,
     exact_gap_coefficient,
@@ -51,6 +48,7 @@ from softhard.gaussian import (
     gaussian_interface_density,
     gaussian_slab_probability,
 )
+from softhard.gaussian._normal import _bvn_upper, _halfspace_moments, _quadrant_moments
 
 LN2 = math.log(2.0)
 

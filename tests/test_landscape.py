@@ -1,11 +1,12 @@
-"""Tests for softhard.landscape (§5): Hessians, spectra, gauge, critical points,
-teacher recovery, the shape-derivative gradient of the hard risk and transfer gaps.
+"""Tests for softhard.landscape (§5): the operator layer, Hessians and their spectra.
 
-Every estimator is checked against something independent: finite differences,
-dense `eigh`, exact traces, exact Gaussian probabilities (`scipy.stats.norm`),
-`softhard.gaussian.exact_hard_risk` (K = 2) or a common-random-numbers finite
-difference of the hard risk on 2^22 samples (K = 3). Monte Carlo comparisons
-state their seed, sample size and the number of standard errors allowed.
+Shared test problems live here too (`test_landscape_gauge.py` and
+`test_landscape_teacher.py` import them). Every estimator is checked against
+something independent: finite differences of the gradient, closed-form
+spectra, exact traces. Where a test compares two paths that share the
+Hessian-vector-product kernel (Lanczos and `eigh` of the same linearised
+HVP), it says so and keeps an independent reference beside it: the dense
+Hessian from central differences of the gradient (`big_fd`).
 """
 
 import jax
@@ -17,6 +18,9 @@ from scipy import stats
 
 import softhard as sh
 from softhard import landscape as L
+
+#: eigenvalue agreement with the finite-difference Hessian `big_fd` (h = 1e-4)
+FD_ATOL = 1e-6
 
 # ----------------------------------------------------------------------------
 # problems
@@ -93,6 +97,48 @@ def mlp_problem():
     return sh.MoE(router, experts), x, y
 
 
+def _student2():
+    return sh.MoE(
+        sh.LinearRouter(jnp.array([[0.8, -0.5], [-0.2, 0.4]]), jnp.array([0.1, -0.2])),
+        sh.LinearExperts(jnp.array([[0.9, 1.1], [-0.7, 0.4]]), jnp.array([0.3, 0.1])),
+    )
+
+
+def _student3():
+    ang = np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3]) + 0.5
+    return sh.MoE(
+        sh.LinearRouter(
+            jnp.array(np.stack([np.cos(ang), 1.3 * np.sin(ang)], 1)), jnp.array([0.0, 0.1, -0.2])
+        ),
+        sh.LinearExperts(
+            jnp.array([[1.6, 0.8], [-1.8, 1.4], [0.4, -2.0]]), jnp.array([0.4, -0.1, 0.2])
+        ),
+    )
+
+
+def _fd_hessian(loss, model, h):
+    """`[P, P]`: row `i` is the central difference `(∇L(p + h e_i) − ∇L(p − h e_i)) / 2h`."""
+    flat, unravel = ravel_pytree(model)
+
+    def grad(p):
+        return ravel_pytree(jax.grad(loss)(unravel(p)))[0]
+
+    fd = jax.vmap(lambda e: (grad(flat + h * e) - grad(flat - h * e)) / (2 * h))
+    return np.asarray(jax.jit(fd)(jnp.eye(flat.size)))
+
+
+@pytest.fixture(scope="module")
+def big_fd(big):
+    """Independent reference for `big`: the Hessian by central differences of the gradient.
+
+    Shares no code with the linearised HVP behind `L.hessian`/Lanczos (reverse-mode
+    gradients only, h = 1e-4: truncation ~h² and rounding ~eps/h both below 1e-9).
+    """
+    model, x, y, loss, H, evals = big
+    fd = _fd_hessian(loss, model, 1e-4)
+    return 0.5 * (fd + fd.T)
+
+
 # ----------------------------------------------------------------------------
 # Hessians
 # ----------------------------------------------------------------------------
@@ -107,16 +153,8 @@ def test_hessian_matches_finite_differences_of_grad(mlp_problem):
     # the lax.map path (batches of 5 tangents) and the plain jacfwd path, under jit
     H = np.asarray(jax.jit(lambda m: L.hessian(loss, m, batch_size=5))(model))
     H_all = np.asarray(jax.jit(lambda m: L.hessian(loss, m, batch_size=None))(model))
-    flat, unravel = ravel_pytree(model)
-
-    def grad(p):
-        return ravel_pytree(jax.grad(loss)(unravel(p)))[0]
-
-    h = 1e-5
-    fd = jax.jit(jax.vmap(lambda e: (grad(flat + h * e) - grad(flat - h * e)) / (2 * h)))(
-        jnp.eye(flat.size)
-    )
-    fd = np.asarray(fd).T
+    flat = ravel_pytree(model)[0]
+    fd = _fd_hessian(loss, model, 1e-5).T
     assert H.shape == (flat.size, flat.size)
     np.testing.assert_allclose(H, H.T, atol=0)
     assert np.max(np.abs(H - fd)) <= 1e-6 * np.max(np.abs(H))
@@ -151,7 +189,8 @@ def test_hessian_blocks_and_hvp(mlp_problem):
     Hr = jax.jit(jax.hessian(lambda r: loss(sh.MoE(runravel(r), model.experts))))(rflat)
     np.testing.assert_allclose(blocks.router_router, Hr, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(blocks.router_experts, H[:Pr, Pr:], rtol=1e-12, atol=1e-14)
-    # hvp agrees with the dense matrix
+    # hvp agrees with the dense matrix (one linearised kernel behind both; `hessian` is
+    # checked against finite differences of the gradient above)
     v = jax.random.normal(jax.random.key(0), (Pr + Pe,))
     _, unravel = ravel_pytree(model)
     hv = ravel_pytree(jax.jit(lambda m, u: L.hvp(loss, m, u))(model, unravel(v)))[0]
@@ -159,15 +198,107 @@ def test_hessian_blocks_and_hvp(mlp_problem):
 
 
 # ----------------------------------------------------------------------------
+# the operator layer
+# ----------------------------------------------------------------------------
+
+
+def test_hessian_operator_dense_matvec_and_gauge(mlp_problem):
+    model, x, y = mlp_problem
+
+    def loss(m):
+        return sh.soft_risk(m, x, y, 0.3)
+
+    flat, unravel = ravel_pytree(model)
+    P = flat.size
+    v = jax.random.normal(jax.random.key(1), (P,))
+    seen = {}  # the operators' static attributes, recorded while tracing
+
+    @jax.jit
+    def parts(m, u):
+        op = L.hessian_operator(loss, m)
+        opg = L.hessian_operator(loss, m, gauge="auto")
+        seen.update(op=op, opg=opg, tree=op.unravel(op.matvec(u)))
+        return op.dense(), op.dense(batch_size=7), op.matvec(u), opg.dense(), opg.matvec(u)
+
+    dense, dense7, hv_op, dense_g, hv_g = (np.asarray(a) for a in parts(model, v))
+    op, opg = seen["op"], seen["opg"]
+    assert op.size == P and op.shape == (P, P) and op.dtype == flat.dtype and op.gauge is None
+    assert isinstance(seen["tree"], sh.MoE)
+    # dense(): the same matrix as `hessian` (checked against finite differences of the
+    # gradient in test_hessian_matches_finite_differences_of_grad), in batches or not
+    H = np.asarray(jax.jit(lambda m: L.hessian(loss, m))(model))
+    np.testing.assert_allclose(dense, H, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(dense7, H, rtol=1e-13, atol=1e-13)
+    # matvec: the pytree hvp on raveled vectors (the same linearised kernel), and the
+    # textbook forward-over-reverse product jvp(grad) as an independent reference
+    hv = ravel_pytree(jax.jit(lambda m, u: L.hvp(loss, m, u))(model, unravel(v)))[0]
+    np.testing.assert_allclose(hv_op, hv, rtol=1e-12, atol=1e-13)
+    jvp = jax.jit(lambda m, u: jax.jvp(jax.grad(loss), (m,), (u,))[1])(model, unravel(v))
+    np.testing.assert_allclose(hv_op, ravel_pytree(jvp)[0], rtol=1e-12, atol=1e-13)
+    # with the gauge: Π H Π, Π the projector onto the complement of the gauge directions
+    G = np.asarray(L.gauge_directions(model))
+    assert opg.gauge_dim == G.shape[1] == 5 and opg.free_size == P - 5  # H + 1 for an MLP router
+    Pi = np.eye(P) - G @ G.T
+    np.testing.assert_allclose(dense_g, Pi @ H @ Pi, atol=1e-12)
+    np.testing.assert_allclose(hv_g, Pi @ H @ Pi @ np.asarray(v), atol=1e-12)
+
+
+def _known_spectrum(P=60, seed=3):
+    """A symmetric `[P, P]` matrix with a known spectrum: outliers −3, −2, 2.5, 4 and a bulk."""
+    lam = np.r_[-3.0, -2.0, np.linspace(-1.0, 1.0, P - 4), 2.5, 4.0]
+    Q = np.linalg.qr(np.random.default_rng(seed).normal(size=(P, P)))[0]
+    return jnp.asarray((Q * lam) @ Q.T), lam, Q
+
+
+def test_spectral_routines_take_a_matrix_or_a_matvec():
+    M, lam, Q = _known_spectrum()
+    P = lam.size
+    ref = np.linalg.eigvalsh(np.asarray(M))
+    np.testing.assert_allclose(ref, lam, atol=1e-13)  # eigh's answer is the construction's
+    op = L.linear_operator(lambda u: M @ u, P)
+    assert op.size == P and op.dtype == jnp.float64
+    for obj in (M, np.asarray(M), op):
+        np.testing.assert_allclose(L.hessian_spectrum(obj).eigenvalues, ref, atol=1e-12)
+        both = L.hessian_spectrum(obj, None, 2, which="both", num_matvecs=40)
+        np.testing.assert_allclose(both.eigenvalues, np.r_[ref[:2], ref[-2:]], atol=1e-10)
+    np.testing.assert_allclose(op.dense(), M, atol=1e-15)
+    assert L.as_operator(op) is op
+    # a gauge basis on an operator: the −3 eigenvector projected out
+    sp = L.hessian_spectrum(op, gauge=Q[:, :1])
+    np.testing.assert_allclose(sp.eigenvalues, ref[1:], atol=1e-12)
+    # trace and classification of an operator (no gradient: grad_norm is NaN)
+    tr = L.hessian_trace(M, key=jax.random.key(0), num_matvecs=90)
+    assert abs(float(tr.value) - lam.sum()) <= 4 * float(tr.stderr)
+    cls = L.classify_critical_point(op)
+    assert cls.kind == "strict saddle" and cls.num_negative == int(np.sum(lam < -cls.tol))
+    np.testing.assert_allclose([cls.lambda_min, cls.lambda_max], [-3.0, 4.0], atol=1e-12)
+    assert np.isnan(cls.grad_norm)
+    # a bare callable is a loss, never a matvec
+    with pytest.raises(ValueError, match="linear_operator"):
+        L.hessian_spectrum(lambda u: M @ u)
+    with pytest.raises(ValueError, match="auto"):
+        L.hessian_spectrum(M, gauge="auto")
+    with pytest.raises(ValueError, match="symmetric"):
+        L.hessian_spectrum(jnp.triu(M))
+    with pytest.raises(ValueError, match="`matvec`"):
+        L.linear_operator(lambda u: u[:2], P)
+
+
+# ----------------------------------------------------------------------------
 # spectra
 # ----------------------------------------------------------------------------
 
 
-def test_lanczos_extremes_match_eigh(big):
+def test_lanczos_extremes_match_eigh(big, big_fd):
     model, x, y, loss, H, evals = big
     assert H.shape == (528, 528)
     top = L.hessian_spectrum(loss, model, 10, eigenvectors=True)
+    # Lanczos and `eigh` here run on the same linearised HVP (`H` is `L.hessian`), so
+    # this checks the iteration, not the kernel; the finite-difference Hessian is the
+    # independent reference for both
     np.testing.assert_allclose(top.eigenvalues, evals[-10:], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(evals, np.linalg.eigvalsh(big_fd), rtol=0, atol=FD_ATOL)
+    np.testing.assert_allclose(top.eigenvalues, np.linalg.eigvalsh(big_fd)[-10:], atol=FD_ATOL)
     V = np.asarray(top.eigenvectors)
     assert V.shape == (528, 10)
     resid = np.linalg.norm(H @ V - V * np.asarray(top.eigenvalues), axis=0)
@@ -256,77 +387,7 @@ def test_lanczos_float32_with_float64_accumulation():
     np.testing.assert_allclose(sp.eigenvalues, ref[-3:], rtol=1e-4)
 
 
-# ----------------------------------------------------------------------------
-# gauge
-# ----------------------------------------------------------------------------
-
-
-def _projector(G):
-    G = np.asarray(G)
-    return G @ np.linalg.pinv(G)
-
-
-@pytest.mark.parametrize("router_kind", ["linear", "mlp", "normalized"])
-def test_gauge_directions_are_exact_null_vectors(router_kind):
-    K, d, Hh, N = 3, 2, 4, 128
-    ks = jax.random.split(jax.random.key(4), 8)
-    if router_kind == "linear":
-        router = sh.LinearRouter(jax.random.normal(ks[0], (K, d)), jax.random.normal(ks[1], (K,)))
-        G_expected = d + 1
-    elif router_kind == "mlp":
-        router = sh.MLPRouter(
-            jax.random.normal(ks[0], (Hh, d)),
-            jax.random.normal(ks[1], (Hh,)),
-            jax.random.normal(ks[2], (K, Hh)),
-            jax.random.normal(ks[3], (K,)),
-        )
-        G_expected = Hh + 1
-    else:
-        router = L.NormalizedRouter(
-            3.0 * jax.random.normal(ks[0], (K, d)), jax.random.normal(ks[1], (K,))
-        )
-        G_expected = K + 1
-    model = sh.MoE(router, sh.LinearExperts(jax.random.normal(ks[4], (K, d)), jnp.zeros(K)))
-    x = jax.random.normal(ks[5], (N, d))
-    y = jax.random.normal(ks[6], (N,))
-
-    def loss(m):
-        return sh.soft_risk(m, x, y, 0.4)
-
-    G = np.asarray(L.gauge_directions(model))
-    P = ravel_pytree(model)[0].size
-    assert G.shape == (P, G_expected)
-    np.testing.assert_allclose(G.T @ G, np.eye(G_expected), atol=1e-12)
-    H = np.asarray(jax.jit(lambda m: L.hessian(loss, m))(model))
-    flat, unravel = ravel_pytree(model)
-    if router_kind == "normalized":
-        # scale invariance f(c w_k) = f(w) gives H w_k = −∇_{row k} f (Euler), so the
-        # radial directions are null vectors exactly at critical points; the bias
-        # shift is a translation and is null everywhere
-        g = np.asarray(ravel_pytree(jax.grad(loss)(model))[0])
-        norms = np.linalg.norm(np.asarray(router.W), axis=1)
-        for k in range(K):
-            mask = np.abs(G[:, k]) > 0
-            want = -np.where(mask, g, 0.0) / norms[k]
-            np.testing.assert_allclose(H @ G[:, k], want, atol=1e-10)
-        assert np.max(np.abs(H @ G[:, K])) < 1e-10 * np.max(np.abs(H))
-    else:
-        assert np.max(np.abs(H @ G)) < 1e-10 * np.max(np.abs(H))
-        # gauge-fixed dense spectrum: exactly the P − G remaining eigenvalues
-        full = np.linalg.eigvalsh(H)
-        fixed = jax.jit(lambda m: L.hessian_spectrum(loss, m, gauge="auto").eigenvalues)(model)
-        assert fixed.shape == (P - G_expected,)
-        zeros = np.argsort(np.abs(full))[:G_expected]
-        np.testing.assert_allclose(fixed, np.sort(np.delete(full, zeros)), atol=1e-10)
-    # moving along a gauge direction leaves the loss unchanged
-    moved = unravel(flat + 0.3 * G[:, 0])
-    np.testing.assert_allclose(loss(moved), loss(model), rtol=1e-12)
-    # the numerical null space of the centred-logit Jacobian spans the same space
-    Gn = np.asarray(L.gauge_directions(model, x=x))
-    np.testing.assert_allclose(_projector(Gn), _projector(G), atol=1e-8)
-
-
-def test_gauge_fixed_lanczos_excludes_gauge_zeros(big):
+def test_gauge_fixed_lanczos_excludes_gauge_zeros(big, big_fd):
     model, x, y, loss, H, evals = big
     G = np.asarray(L.gauge_directions(model))
     assert G.shape[1] == 33  # d + 1 for the linear router
@@ -334,309 +395,13 @@ def test_gauge_fixed_lanczos_excludes_gauge_zeros(big):
     fixed = np.linalg.eigvalsh(Q.T @ H @ Q)
     sp = L.hessian_spectrum(loss, model, 5, which="magnitude", gauge="auto", eigenvectors=True)
     want = np.sort(fixed[np.argsort(np.abs(fixed))[-5:]])
+    # same HVP kernel on both sides (see test_lanczos_extremes_match_eigh); the
+    # finite-difference Hessian restricted to the complement is the independent check
     np.testing.assert_allclose(sp.eigenvalues, want, atol=1e-8)
+    fixed_fd = np.linalg.eigvalsh(Q.T @ big_fd @ Q)
+    want_fd = np.sort(fixed_fd[np.argsort(np.abs(fixed_fd))[-5:]])
+    np.testing.assert_allclose(sp.eigenvalues, want_fd, atol=FD_ATOL)
     assert np.max(np.abs(G.T @ np.asarray(sp.eigenvectors))) < 1e-10
-
-
-# ----------------------------------------------------------------------------
-# critical points and their classification
-# ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def saddle_problem():
-    teacher = _teacher2()
-    x, y = teacher.sample(jax.random.key(1), sh.StandardGaussian(2), 2048)
-    tau = jnp.asarray(0.2)
-    mu = 1e-2
-
-    def penalised(p, xx, yy, t):
-        # soft risk + a weight decay on the gauge-fixed (centred) router: keeps the
-        # sharpness finite and the gauge exact
-        W, b = p.router.W, p.router.b
-        decay = jnp.sum((W - W.mean(0)) ** 2) + jnp.sum((b - b.mean()) ** 2)
-        return sh.soft_risk(p, xx, yy, t) + mu * decay
-
-    return teacher, x, y, tau, penalised
-
-
-def test_symmetric_point_is_strict_saddle(saddle_problem):
-    teacher, x, y, tau, penalised = saddle_problem
-    sym = _symmetric_point(x, y)
-
-    def loss(p):
-        return sh.soft_risk(p, x, y, tau)
-
-    cls = L.classify_critical_point(loss, sym, None)
-    assert cls.grad_norm < 1e-12  # critical by construction (Δf = 0, least squares)
-    assert cls.kind == "strict saddle"
-    assert cls.lambda_min < -0.1 and cls.num_negative >= 1
-    assert cls.gauge_dim == 3
-    # an independent witness of negative curvature: split the experts along the
-    # teacher contrast while sharpening the router along the teacher direction
-    _, unravel = ravel_pytree(sym)
-    v = sh.MoE(
-        sh.LinearRouter(jnp.array([[1.0, 0.3], [-1.0, -0.3]]), jnp.zeros(2)),
-        sh.LinearExperts(jnp.array([[1.0, 0.25], [-1.0, -0.25]]), jnp.array([0.35, -0.35])),
-    )
-    vflat = ravel_pytree(v)[0]
-    quad = float(vflat @ ravel_pytree(L.hvp(loss, sym, unravel(vflat)))[0])
-    assert quad < 0
-
-
-def test_minimum_near_teacher_is_minimum_after_gauge_projection(saddle_problem):
-    teacher, x, y, tau, penalised = saddle_problem
-    sym = _symmetric_point(x, y)
-    start = sh.MoE(teacher.router, teacher.experts)
-    swapped = L.permute_experts(start, [1, 0])
-    cps = L.find_critical_points(penalised, [start, swapped, sym], args=(x, y, tau), kind="any")
-    best = cps[0]
-    assert best.grad_norm <= 1e-8
-    assert best.count >= 2  # the permuted start lands on the same point
-    loss = lambda p: penalised(p, x, y, tau)  # noqa: E731
-    cls = L.classify_critical_point(loss, best.params, None)
-    assert cls.kind == "minimum" and cls.gauge_dim == 3 and cls.lambda_min > 1e-4
-    # without the gauge projection the d + 1 = 3 exact zeros make it look degenerate
-    assert L.classify_critical_point(loss, best.params, None, gauge=None).kind == "degenerate"
-    teq = L.teacher_equivalence(best.params, teacher, x)
-    assert float(teq.total.value) < 0.1
-    # the saddle is found too, and classified as one
-    kinds = {L.classify_critical_point(loss, c.params).kind for c in cps}
-    assert "strict saddle" in kinds
-    # duplicates up to permutation were merged
-    for i, a in enumerate(cps):
-        for b in cps[i + 1 :]:
-            assert not L._same_point(a.params, b.params, 1e-5)
-
-
-# ----------------------------------------------------------------------------
-# teacher side
-# ----------------------------------------------------------------------------
-
-
-def _parallel_setup(N=1 << 16, seed=0):
-    """K = 2 teacher with boundary u·x + c = 0 and a student whose boundary is shifted."""
-    u = jnp.array([0.6, 0.8])  # unit
-    c = 0.2
-    teacher = sh.Teacher(
-        sh.LinearRouter(jnp.stack([u, -u]) / 2, jnp.array([c, -c]) / 2),
-        sh.LinearExperts(jnp.zeros((2, 2)), jnp.array([0.0, 1.0])),
-    )
-    x = sh.StandardGaussian(2).sample(jax.random.key(seed), N)
-    return teacher, x, u, c
-
-
-def test_teacher_equivalence_against_gaussian_probabilities():
-    shift = 0.3
-    teacher, x, u, c = _parallel_setup()
-    # student boundary u·x + c + shift = 0, experts relabelled (student 1 <-> teacher 0)
-    student = sh.MoE(
-        sh.LinearRouter(jnp.stack([-u, u]), jnp.array([-(c + shift), c + shift])),
-        sh.LinearExperts(jnp.zeros((2, 2)), jnp.array([1.0, 0.0])),
-    )
-    teq = L.teacher_equivalence(student, teacher, x)
-    assert tuple(teq.permutation) == (1, 0)
-    # z = u·X ~ N(0, 1): C_0 = {z > −c}, matched student cell = {z > −c − shift}
-    exact = stats.norm.cdf(-c) - stats.norm.cdf(-c - shift)
-    np.testing.assert_allclose(
-        teq.symmetric_difference.value,
-        [exact, exact],
-        atol=1e-12 + 4 * float(teq.symmetric_difference.stderr[0]),
-    )
-    assert abs(float(teq.total.value) - 2 * exact) <= 4 * float(teq.total.stderr)
-    # the teacher is equivalent to itself
-    self_teq = L.teacher_equivalence(teacher.router, teacher, x)
-    assert float(self_teq.total.value) == 0.0 and tuple(self_teq.permutation) == (0, 1)
-
-
-def test_recovery_misrouting_and_separation_against_hand_computation():
-    shift = 0.3
-    teacher, x, u, c = _parallel_setup()
-    eps = 0.1
-    student = sh.MoE(
-        sh.LinearRouter(jnp.stack([u, -u]), jnp.array([c + shift, -(c + shift)])),
-        sh.LinearExperts(jnp.zeros((2, 2)), jnp.array([eps, 1.0])),
-    )
-    p0 = stats.norm.cdf(c)  # P(C_0) = P(z > −c)
-    rec = L.recovery_error(student, teacher, x)
-    assert tuple(rec.permutation) == (0, 1)
-    # (5.16): expert 0 is off by eps on C_0, expert 1 exact
-    assert (
-        abs(float(rec.expert_error.value) - eps**2 * p0)
-        <= 4 * float(rec.expert_error.stderr) + 1e-12
-    )
-    # (5.17): Σ_k P(C_k Δ C_π(k)) = 2 P(−c − shift < z < −c)
-    wrong = stats.norm.cdf(-c) - stats.norm.cdf(-c - shift)
-    assert abs(float(rec.partition_error.value) - 2 * wrong) <= 4 * float(
-        rec.partition_error.stderr
-    )
-    # (5.11) at tau, delta: student score s = 2(z + c + shift); expert 1 confidently
-    # chosen when s ≤ −w, w = tau log((1 − δ)/δ); on C_0 = {z > −c}
-    tau, delta = 0.05, 0.1
-    w = tau * np.log((1 - delta) / delta)
-    # z ≤ −c − shift − w/2 never meets C_0, so only C_1 = {z < −c} contributes, where
-    # expert 0 is confidently chosen: s ≥ w, i.e. z ≥ −c − shift + w/2
-    exact = stats.norm.cdf(-c) - stats.norm.cdf(-c - shift + w / 2)
-    mm = L.misrouting_mass(student, teacher, x, tau, delta)
-    assert abs(float(mm.value) - exact) <= 4 * float(mm.stderr) + 1e-12
-    assert float(mm.value) > 0
-    # (5.9): expert outputs are constants, so each entry is P(C_k) or 0
-    sep = L.expert_separation(student, teacher, x, 0.5)
-    table = np.asarray(sep.table.value)
-    close = np.abs(np.array([eps, 1.0])[None, :] - np.array([0.0, 1.0])[:, None]) < 0.5
-    pk = np.array([p0, 1 - p0])
-    np.testing.assert_allclose(
-        table, close * pk[:, None], atol=4 * np.max(np.asarray(sep.table.stderr)) + 1e-12
-    )
-    assert tuple(sep.permutation) == (0, 1) and float(sep.rho.value) == 0.0
-
-
-# ----------------------------------------------------------------------------
-# the hard-risk gradient by the shape derivative (5.8)
-# ----------------------------------------------------------------------------
-
-
-def _student2():
-    return sh.MoE(
-        sh.LinearRouter(jnp.array([[0.8, -0.5], [-0.2, 0.4]]), jnp.array([0.1, -0.2])),
-        sh.LinearExperts(jnp.array([[0.9, 1.1], [-0.7, 0.4]]), jnp.array([0.3, 0.1])),
-    )
-
-
-def _student3():
-    ang = np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3]) + 0.5
-    return sh.MoE(
-        sh.LinearRouter(
-            jnp.array(np.stack([np.cos(ang), 1.3 * np.sin(ang)], 1)), jnp.array([0.0, 0.1, -0.2])
-        ),
-        sh.LinearExperts(
-            jnp.array([[1.6, 0.8], [-1.8, 1.4], [0.4, -2.0]]), jnp.array([0.4, -0.1, 0.2])
-        ),
-    )
-
-
-def test_hard_risk_gradient_matches_exact_hard_risk_k2():
-    from softhard.gaussian import exact_hard_risk
-
-    teacher, law, model = _teacher2(noise_std=0.3), sh.StandardGaussian(2), _student2()
-    flat, unravel = ravel_pytree(model.router)
-    risk = jax.jit(lambda p: exact_hard_risk(sh.MoE(unravel(p), model.experts), teacher, law))
-    h = 1e-4
-    fd = np.array([(risk(flat + h * e) - risk(flat - h * e)) / (2 * h) for e in np.eye(flat.size)])
-    x, y = teacher.sample(jax.random.key(0), law, 1 << 19)
-    est = L.hard_risk_gradient(model, x, y)
-    assert isinstance(est.value, sh.LinearRouter) and est.value.W.shape == (2, 2)
-    v, se = ravel_pytree(est.value)[0], ravel_pytree(est.stderr)[0]
-    assert np.all(np.asarray(se) < 0.03 * np.max(np.abs(fd)))
-    assert np.all(np.abs(np.asarray(v) - fd) <= 4 * np.asarray(se)), (v, fd, se)
-    # gauge: rows of the gradient sum to zero (adding a common row changes nothing)
-    np.testing.assert_allclose(np.sum(est.value.W, 0), 0, atol=1e-12)
-
-
-@jax.jit
-def _hard_losses(router, experts, x, y):
-    return (y - sh.hard_predict(sh.MoE(router, experts), x)) ** 2
-
-
-def _crn_check_k3(n_fd, n_est, rel):
-    """Central differences of the hard risk on `n_fd` common random numbers (K = 3)."""
-    teacher, law, model = _teacher3(noise_std=0.3), sh.StandardGaussian(2), _student3()
-    flat, unravel = ravel_pytree(model.router)
-    xs, ys = teacher.sample(jax.random.key(1), law, n_fd)
-    h = 0.02
-    fd, fd_se = [], []
-    for e in np.eye(flat.size):
-        up = _hard_losses(unravel(flat + h * e), model.experts, xs, ys)
-        down = _hard_losses(unravel(flat - h * e), model.experts, xs, ys)
-        dd = (up - down) / (2 * h)  # paired: only the flipped samples differ
-        fd.append(float(dd.mean()))
-        fd_se.append(float(dd.std() / np.sqrt(n_fd)))
-    x, y = teacher.sample(jax.random.key(2), law, n_est)
-    est = L.hard_risk_gradient(model, x, y)
-    v, se = np.asarray(ravel_pytree(est.value)[0]), np.asarray(ravel_pytree(est.stderr)[0])
-    fd, fd_se = np.array(fd), np.array(fd_se)
-    tol = 4 * np.sqrt(se**2 + fd_se**2)
-    assert np.all(tol < rel * np.max(np.abs(fd)))
-    assert np.all(np.abs(v - fd) <= tol), (v, fd, se, fd_se)
-
-
-def test_hard_risk_gradient_matches_crn_finite_differences_k3():
-    _crn_check_k3(n_fd=1 << 21, n_est=1 << 19, rel=0.8)
-
-
-@pytest.mark.slow
-def test_hard_risk_gradient_matches_crn_finite_differences_k3_large():
-    _crn_check_k3(n_fd=1 << 22, n_est=1 << 21, rel=0.4)
-
-
-# ----------------------------------------------------------------------------
-# transfer gap (Assumption 5.13)
-# ----------------------------------------------------------------------------
-
-
-def test_transfer_gap_decreases_at_the_fitted_rate():
-    teacher, law, model = _teacher2(), sh.StandardGaussian(2), _student2()
-    x, y = teacher.sample(jax.random.key(3), law, 1 << 19)
-    taus = jnp.array([0.05, 0.1, 0.2, 0.4])
-    gap = L.transfer_gap(model, x, y, taus)
-    for vals, rate in ((gap.router, gap.router_rate), (gap.experts, gap.experts_rate)):
-        vals = np.asarray(vals)
-        assert np.all(np.diff(vals) > 0)  # decreases as tau -> 0
-        # the reported rate describes the data: each gap within 15% of the fitted power law
-        fit = np.exp(np.mean(np.log(vals) - rate * np.log(np.asarray(taus))))
-        np.testing.assert_allclose(vals, fit * np.asarray(taus) ** rate, rtol=0.15)
-        assert 0.8 < rate < 1.25  # O(tau) for a regular router
-    assert np.all(np.asarray(gap.router) > 3 * np.asarray(gap.router_stderr))
-    np.testing.assert_allclose(gap.total, np.hypot(gap.router, gap.experts), rtol=1e-12)
-
-
-# ----------------------------------------------------------------------------
-# the Theorem 5.17 experiment
-# ----------------------------------------------------------------------------
-
-
-def _family2(key):
-    k1, k2, k3 = jax.random.split(key, 3)
-    return sh.MoE(
-        L.NormalizedRouter(jax.random.normal(k1, (2, 2)), 0.3 * jax.random.normal(k2, (2,))),
-        sh.LinearExperts(jax.random.normal(k3, (2, 2)), jnp.zeros(2)),
-    )
-
-
-def test_strict_saddle_report_small():
-    teacher = _teacher2()
-    x, y = teacher.sample(jax.random.key(9), sh.StandardGaussian(2), 1024)
-    sym = _symmetric_point(x, y)
-    # the hand-built saddle (parallel rows: balanced router, identical experts) and a
-    # start near the teacher (teacher's row directions, wrong experts)
-    sym = sh.MoE(L.NormalizedRouter(jnp.array([[1.0, 0.0], [1.0, 0.0]]), jnp.zeros(2)), sym.experts)
-    near = sh.MoE(
-        L.NormalizedRouter(teacher.router.W, jnp.zeros(2)),
-        sh.LinearExperts(jnp.zeros((2, 2)), jnp.zeros(2)),
-    )
-    rep = L.strict_saddle_report(
-        teacher,
-        _family2,
-        jnp.array([0.1, 0.2]),
-        law=sh.StandardGaussian(2),
-        key=jax.random.key(9),
-        num_samples=1024,
-        num_eval=1 << 13,
-        num_inits=0,
-        extra_inits=[near, sym],
-        adam_steps=50,
-    )
-    assert rep.consistent
-    for tau in (0.1, 0.2):
-        rows = [r for r in rep.rows if r["tau"] == tau]
-        best = [r for r in rows if r["global_min"]]
-        assert len(best) == 1 and best[0]["kind"] == "minimum" and best[0]["teacher_equivalent"]
-        assert any(r["kind"] == "strict saddle" and not r["teacher_equivalent"] for r in rows)
-    # the global minimiser's partition error grows with tau (5.17)
-    pe = rep.recovery["partition_error"]
-    assert pe.shape == (2,) and 0 < pe[0] < pe[1]
-    text = L.format_report(rep)
-    assert "strict saddle" in text and "slopes" in text
 
 
 # ----------------------------------------------------------------------------

@@ -113,25 +113,28 @@ def _activation(cfg, where):
     return _ACTIVATIONS[name]
 
 
+def _mlp(cls, first_rank: int):
+    """Builder of an MLP router (`first_rank = 2`) or expert bank (3, one MLP per expert)."""
+
+    def build(c, w):
+        return cls(
+            _array(c, "W1", w, first_rank),
+            _array(c, "b1", w, first_rank - 1),
+            _array(c, "W2", w, 2),
+            _array(c, "b2", w, 1),
+            activation=_activation(c, w),
+        )
+
+    return build
+
+
 _ROUTERS = {
     "linear": lambda c, w: LinearRouter(_array(c, "W", w, 2), _array(c, "b", w, 1)),
-    "mlp": lambda c, w: MLPRouter(
-        _array(c, "W1", w, 2),
-        _array(c, "b1", w, 1),
-        _array(c, "W2", w, 2),
-        _array(c, "b2", w, 1),
-        activation=_activation(c, w),
-    ),
+    "mlp": _mlp(MLPRouter, 2),
 }
 _EXPERTS = {
     "linear": lambda c, w: LinearExperts(_array(c, "B", w, 2), _array(c, "c", w, 1)),
-    "mlp": lambda c, w: MLPExperts(
-        _array(c, "W1", w, 3),
-        _array(c, "b1", w, 2),
-        _array(c, "W2", w, 2),
-        _array(c, "b2", w, 1),
-        activation=_activation(c, w),
-    ),
+    "mlp": _mlp(MLPExperts, 3),
 }
 
 
@@ -185,6 +188,17 @@ def _taus(raw) -> np.ndarray:
     return taus
 
 
+def _output_shape(fn, x0, field: str) -> tuple:
+    """`fn(x0)`'s shape, or a config error naming `field` when `fn` rejects `x0: [d]`."""
+    try:
+        return jax.eval_shape(fn, x0).shape
+    except Exception as e:  # any shape error is a config error
+        raise ValueError(
+            f"config field `{field}` does not accept inputs of dimension {x0.shape[0]} "
+            f"(law.dim): {e}"
+        ) from e
+
+
 def parse_config(cfg: dict) -> SweepConfig:
     """Validate a config mapping and build the objects it describes."""
     if not isinstance(cfg, dict):
@@ -197,18 +211,8 @@ def parse_config(cfg: dict) -> SweepConfig:
     experts = _build(_EXPERTS, _need(cfg, "experts", ""), "experts")
     law = _build(_LAWS, _need(cfg, "law", ""), "law")
     x0 = jnp.zeros(law.dim)
-    try:
-        K_r = jax.eval_shape(router, x0).shape
-    except Exception as e:  # noqa: BLE001 - any shape error is a config error
-        raise ValueError(
-            f"config field `router` does not accept inputs of dimension {law.dim} (law.dim): {e}"
-        ) from e
-    try:
-        K_e = jax.eval_shape(experts, x0).shape
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(
-            f"config field `experts` does not accept inputs of dimension {law.dim}: {e}"
-        ) from e
+    K_r = _output_shape(router, x0, "router")
+    K_e = _output_shape(experts, x0, "experts")
     if K_r != K_e:
         raise ValueError(
             f"config field `experts` has {K_e[0]} experts but `router` has {K_r[0]} logits"

@@ -2,9 +2,10 @@
 
 Each `tableN(...)` returns a `TableResult`: the columns (one row per τ or
 offset), LaTeX headers, the checks the paper's text makes (each with its
-measured value and pass/fail), and a two-panel matplotlib figure. Setups follow
-TABLES.md; Monte Carlo columns carry standard errors and, where the Gaussian
-module gives it, the exact population value sits beside them.
+measured value and pass/fail), and a two-panel matplotlib figure. Setups and τ
+grids follow TABLES.md and live in `softhard.diagnostics.setups`; Monte Carlo
+columns carry standard errors and, where the Gaussian module gives it, the exact
+population value sits beside them.
 """
 
 from __future__ import annotations
@@ -24,31 +25,31 @@ from ..gaussian import (
     gaussian_interface_density,
     gaussian_slab_probability,
 )
-from ..models import Gaussian, LinearExperts, LinearRouter, MoE, Teacher
+from ..models import LinearRouter
+from ..reduced import train_router
 from ..risk import diagnostic_sweep
 from ..routing import logits, winner
-from ..symmetry import table3_model, train_router
-from .setups import table2_setup
+from .setups import (
+    TABLE1_CONTRAST_SQ,
+    TABLE1_TAUS,
+    TABLE2_OFFSETS,
+    TABLE3_TAUS,
+    table1_setup,
+    table2_setup,
+    table3_model,
+)
 
 __all__ = [
     "TableResult",
     "Check",
-    "TABLE1_TAUS",
-    "TABLE2_OFFSETS",
-    "TABLE3_TAUS",
     "PAPER_TABLE1",
     "PAPER_TABLE2",
     "PAPER_TABLE3",
-    "table1_setup",
     "table1",
     "table2",
     "table3",
     "exact_flip_rate",
 ]
-
-TABLE1_TAUS = (0.02, 0.05, 0.1, 0.2, 0.45, 0.6)
-TABLE2_OFFSETS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.25)
-TABLE3_TAUS = (0.05, 0.1, 0.2, 0.4)
 
 #: the paper's numbers (TABLES.md), for side-by-side columns
 PAPER_TABLE1 = {
@@ -92,6 +93,17 @@ class TableResult(NamedTuple):
     meta: dict
 
 
+#: LaTeX headers of the boundary-mass and gap columns that Tables 1 and 2 share
+_MASS_GAP_HEADERS = {
+    "mass": r"$M(2\tau)$",
+    "mass_se": "s.e.",
+    "mass_exact": "exact",
+    "gap": r"$L_\tau - L_0$",
+    "gap_se": "s.e.",
+    "gap_exact": "exact",
+}
+
+
 def _check(name, value, passed, criterion) -> Check:
     return Check(name, float(value), bool(passed), criterion)
 
@@ -118,25 +130,6 @@ def _within(mc, se, exact, k=3.0) -> np.ndarray:
 # ----------------------------------------------------------------------------
 # Table 1: boundary-layer scaling
 # ----------------------------------------------------------------------------
-
-#: E[(f_1 − f_2)² | s = 0] of the Table 1 setup, read off the paper's gap/τ (TABLES.md)
-TABLE1_CONTRAST_SQ = 3.9
-
-
-def table1_setup(*, d: int = 2, dtype=None):
-    """Table 1 (§7.1): realizable two-expert problem with `E[(f_1 − f_2)² | s = 0] = 3.9`.
-
-    `X ~ N(0, I_d)`, logits `(x_1, 0)` (so `Δ = |s|`, `s = x_1`), experts
-    `f_1 = √3.9 · x_2`, `f_2 = 0`; the teacher is the hard predictor of the same
-    router. The paper's exact contrast is not recoverable (TABLES.md); this
-    choice matches its gap/τ level, and the checks are about shape.
-    """
-    dtype = dtype or jnp.result_type(float)
-    W = jnp.zeros((2, d), dtype).at[0, 0].set(1.0)
-    B = jnp.zeros((2, d), dtype).at[0, 1].set(math.sqrt(TABLE1_CONTRAST_SQ))
-    router, experts = LinearRouter(W, jnp.zeros(2, dtype)), LinearExperts(B, jnp.zeros(2, dtype))
-    law = Gaussian(jnp.zeros(d, dtype), jnp.eye(d, dtype=dtype))
-    return MoE(router, experts), Teacher(router, experts), law
 
 
 def table1(*, key, n: int, taus=TABLE1_TAUS) -> TableResult:
@@ -236,12 +229,7 @@ def table1(*, key, n: int, taus=TABLE1_TAUS) -> TableResult:
     fig = _figure1(cols)
     headers = {
         "tau": r"$\tau$",
-        "mass": r"$M(2\tau)$",
-        "mass_se": "s.e.",
-        "mass_exact": "exact",
-        "gap": r"$L_\tau - L_0$",
-        "gap_se": "s.e.",
-        "gap_exact": "exact",
+        **_MASS_GAP_HEADERS,
         "gap_over_tau": r"gap$/\tau$",
         "gap_over_tau_exact": "exact",
         "coarea_coef": r"$c$ (coarea)",
@@ -421,12 +409,7 @@ def table2(*, key, n: int, offsets=TABLE2_OFFSETS, tau: float = 0.1, theta: floa
     fig = _figure2(cols)
     headers = {
         "offset": "$b$",
-        "mass": r"$M(2\tau)$",
-        "mass_se": "s.e.",
-        "mass_exact": "exact",
-        "gap": r"$L_\tau - L_0$",
-        "gap_se": "s.e.",
-        "gap_exact": "exact",
+        **_MASS_GAP_HEADERS,
         "flip": "flip rate",
         "flip_se": "s.e.",
         "flip_exact": "exact",
@@ -485,7 +468,7 @@ def table3(*, key, n: int = 20_000, steps: int = 1500, taus=TABLE3_TAUS) -> Tabl
     model = table3_model()
     res = train_router(model, jnp.asarray(taus), steps, key=key, n=n)
     t = np.asarray(taus, float)
-    final = lambda a: np.asarray(a)[:, -1]  # noqa: E731
+    final = lambda a: np.asarray(a)[:, -1]
     cols = {
         "tau": t,
         "risk": final(res.risk),
@@ -499,40 +482,24 @@ def table3(*, key, n: int = 20_000, steps: int = 1500, taus=TABLE3_TAUS) -> Tabl
     default = tuple(taus) == TABLE3_TAUS
     for k in PAPER_TABLE3:
         cols[f"paper_{k}"] = np.asarray(PAPER_TABLE3[k]) if default else np.full(len(t), np.nan)
-    inc = lambda a: bool(np.all(np.diff(a) > 0))  # noqa: E731
-    dec = lambda a: bool(np.all(np.diff(a) < 0))  # noqa: E731
     checks = [
         _check(
             "table3.alignment_to_1",
             cols["alignment"].min(),
             cols["alignment"].min() > 0.99,
             "final |cos(φ, u)| > 0.99 at every τ",
-        ),
-        _check(
-            "table3.mass_increasing_in_tau",
-            float(inc(cols["mass"])),
-            inc(cols["mass"]),
-            "boundary mass increases with τ",
-        ),
-        _check(
-            "table3.entropy_increasing_in_tau",
-            float(inc(cols["entropy"])),
-            inc(cols["entropy"]),
-            "gate entropy increases with τ",
-        ),
-        _check(
-            "table3.risk_increasing_in_tau",
-            float(inc(cols["risk"])),
-            inc(cols["risk"]),
-            "final risk increases with τ",
-        ),
-        _check(
-            "table3.sharpness_decreasing_in_tau",
-            float(dec(cols["sharpness"])),
-            dec(cols["sharpness"]),
-            "‖φ‖/τ decreases with τ",
-        ),
+        )
     ]
+    monotone = (
+        ("mass", +1, "boundary mass increases with τ"),
+        ("entropy", +1, "gate entropy increases with τ"),
+        ("risk", +1, "final risk increases with τ"),
+        ("sharpness", -1, "‖φ‖/τ decreases with τ"),
+    )
+    for col, sign, criterion in monotone:
+        ok = bool(np.all(sign * np.diff(cols[col]) > 0))
+        trend = "increasing" if sign > 0 else "decreasing"
+        checks.append(_check(f"table3.{col}_{trend}_in_tau", float(ok), ok, criterion))
     fig = _figure3(res, t)
     headers = {
         "tau": r"$\tau$",
@@ -546,7 +513,7 @@ def table3(*, key, n: int = 20_000, steps: int = 1500, taus=TABLE3_TAUS) -> Tabl
     meta = {
         "n": n,
         "steps": steps,
-        "setup": "softhard.symmetry.table3_model() with train_router defaults",
+        "setup": "softhard.diagnostics.setups.table3_model() with train_router defaults",
     }
     return TableResult("table3", cols, headers, _formats(cols), checks, fig, meta)
 
