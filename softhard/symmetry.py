@@ -190,7 +190,7 @@ def effective_operator(cov, u, tau, response="sign", *, scale=1.0):
     return 0.5 * (M + M.T)
 
 
-def effective_operator_mc(key, cov, u, tau, response="sign", n: int = 100_000, *, scale=1.0):
+def effective_operator_mc(key, cov, u, tau, response="sign", *, n: int = 100_000, scale=1.0):
     """Monte Carlo estimate of `M = E[κ(T) X Xᵀ] / (2τ)` (6.6), for checking.
 
     Draws `n` inputs `X ~ N(0, Σ)` and averages `κ(uᵀX) X Xᵀ / (2τ)`,

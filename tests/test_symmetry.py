@@ -37,7 +37,7 @@ def test_effective_operator_matches_monte_carlo(rng, response):
     resp = _user_kappa if response == "callable" else response
     tau = 0.3
     M = sy.effective_operator(cov, u, tau, resp, scale=0.7)
-    est = sy.effective_operator_mc(jax.random.key(7), cov, u, tau, resp, 100_000, scale=0.7)
+    est = sy.effective_operator_mc(jax.random.key(7), cov, u, tau, resp, n=100_000, scale=0.7)
     assert est.value.shape == (4, 4) and est.stderr.shape == (4, 4)
     z = np.abs(np.asarray(M - est.value)) / np.asarray(est.stderr)
     assert z.max() < 3.0, z
