@@ -100,6 +100,7 @@ from .routing import pair_indices as pair_indices
 from .routing import pairwise_min_margin as pairwise_min_margin
 from .routing import pairwise_scores as pairwise_scores
 from .routing import top_two_margin as top_two_margin
+from .routing import topk_margin as topk_margin
 from .routing import winner as winner
 from .symmetry import OperatorSpectrum as OperatorSpectrum
 from .symmetry import alignment as alignment

@@ -209,3 +209,13 @@ def check_tau_grid(tau, name: str = "tau"):
         if not (np.all(t > 0) and np.all(np.isfinite(t))):
             raise ValueError(f"`{name}` must hold finite temperatures > 0, got {t}")
     return tau
+
+
+def check_k(k, K: int | None = None, name: str = "k", *, allow_all: bool = False) -> int:
+    """`k` must be an integer (not a bool) with `1 <= k < K` (`<= K` with `allow_all`)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or int(k) < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1 (experts per input), got {k!r}")
+    if K is not None and not (int(k) <= K if allow_all else int(k) < K):
+        bound = f"<= K = {K}" if allow_all else f"< K = {K}"
+        raise ValueError(f"`{name}` must be {bound} for logits with K = {K} experts, got {k!r}")
+    return int(k)

@@ -21,13 +21,14 @@ from ._stats import Estimate, binomial_estimate
 from ._validate import (
     check_count,
     check_delta,
+    check_k,
     check_kind,
     check_logits,
     check_tau,
     check_tau_grid,
     check_width,
 )
-from .routing import pair_indices, pairwise_min_margin, top_two_margin
+from .routing import pair_indices, pairwise_min_margin, top_two_margin, topk_margin
 
 __all__ = [
     "boundary_mass",
@@ -66,8 +67,11 @@ def _mass_below(margin: jax.Array, w: jax.Array) -> jax.Array:
     return frac.reshape(w.shape + margin.shape[1:])
 
 
-def boundary_mass(logits: jax.Array, w, *, kind: str = "top2") -> Estimate:
+def boundary_mass(logits: jax.Array, w, *, kind: str = "top2", k: int = 1) -> Estimate:
     """Boundary-mass profile: `M(w) = P(Δ(X) ≤ w)` (2.13) or `M_pair(w) = P(δ(X) ≤ w)` (2.14).
+
+    With `k > 1` (kind `"top2"`): the top-k profile `M_k(w) = P(Δ_k(X) ≤ w)`
+    (T.7), `Δ_k = a_(k) − a_(k+1)` (T.1).
 
     `Δ` is the top-two margin (2.6), `δ` the smallest pairwise separation
     (2.12); `M ≤ M_pair`, with equality for K = 2. The estimate is the
@@ -77,6 +81,7 @@ def boundary_mass(logits: jax.Array, w, *, kind: str = "top2") -> Estimate:
         logits: `[N, K]` router logits `a(X_n)`.
         w: width `≥ 0`, scalar or `[W]`.
         kind: `"top2"` (default, `M`) or `"pairwise"` (`M_pair`).
+        k: `1 <= k < K`, the routing's top-k (only with kind `"top2"`).
 
     Returns:
         `Estimate` with the shape of `w`.
@@ -88,12 +93,18 @@ def boundary_mass(logits: jax.Array, w, *, kind: str = "top2") -> Estimate:
     a = _float_logits(logits)
     w = check_width(w).astype(a.dtype)
     check_kind(kind, "kind", KINDS)
-    return _boundary_mass(a, w, kind=kind)
+    k = check_k(k, a.shape[1])
+    if k > 1 and kind != "top2":
+        raise ValueError(f"`kind` must be 'top2' for a top-k profile (k = {k}), got {kind!r}")
+    return _boundary_mass(a, w, kind=kind, k=k)
 
 
-@functools.partial(jax.jit, static_argnames=("kind",))
-def _boundary_mass(a, w, *, kind):
-    margin = top_two_margin(a) if kind == "top2" else pairwise_min_margin(a)
+@functools.partial(jax.jit, static_argnames=("kind", "k"))
+def _boundary_mass(a, w, *, kind, k=1):
+    if kind == "pairwise":
+        margin = pairwise_min_margin(a)
+    else:
+        margin = top_two_margin(a) if k == 1 else topk_margin(a, k)
     return binomial_estimate(_mass_below(margin, w), a.shape[0])
 
 

@@ -28,6 +28,7 @@ from ._validate import (
     check_xy,
 )
 from .boundary import MarginTail, margin_tail_fit, tail_widths
+from .models import require_top1
 from .risk import hard_risk, risk_sweep, soft_risk
 from .routing import expert_outputs, logits, top_two_margin
 
@@ -123,6 +124,7 @@ def certify(
     Returns:
         `Certificate(bound, gap, tail, B_Y, B_f)`.
     """
+    require_top1(model, "certify")
     x, y = check_xy(x, y)
     taus = check_taus(taus)
     check_finite_params(model, "model")
@@ -296,6 +298,7 @@ def gamma_check(
         `GammaCheck(sup_gap, certificate, maximisers, soft_min, hard_at_soft_min,
         hard_min, excess)`.
     """
+    require_top1(model, "gamma_check")
     x, y = check_xy(x, y)
     taus = check_taus(taus)
     check_finite_params(model, "model")

@@ -57,6 +57,7 @@ from ._validate import (
     is_concrete,
 )
 from .boundary import KINDS
+from .models import require_top1
 from .routing import expert_outputs, logits, pair_indices
 
 __all__ = [
@@ -577,6 +578,7 @@ def gap_coefficient(model, x: jax.Array, y: jax.Array, *, bandwidth=None) -> Est
     Returns:
         scalar `Estimate` of `c`.
     """
+    require_top1(model, "gap_coefficient")
     x, y = check_xy(x, y)
     check_finite_params(model, "model")
     dtype = jnp.result_type(x.dtype, y.dtype, float)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _gating
 from ._validate import check_cov, is_concrete
 
 __all__ = [
@@ -338,43 +339,137 @@ def _softmax_gates(a: jax.Array, tau) -> jax.Array:
     return jax.nn.softmax((a - jnp.max(a)) / tau)
 
 
+def _check_routing(cls: str, k, rho) -> None:
+    """`k`: an integer `>= 1`; `rho`: `None` (ρ = ∞) or a finite number `> 0`."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or int(k) < 1:
+        _fail(cls, f"`k` must be an integer >= 1 (experts per input), got {k!r}")
+    if rho is not None:
+        if isinstance(rho, bool) or not isinstance(rho, (int, float, np.number)):
+            _fail(cls, f"`combine_temperature` must be None or a number > 0, got {rho!r}")
+        if not (math.isfinite(float(rho)) and float(rho) > 0):
+            _fail(cls, f"`combine_temperature` must be None or a finite number > 0, got {rho!r}")
+
+
+def _check_k_below_K(cls: str, router, k: int) -> None:
+    """`k < K` when the router knows its `K` (`num_experts`); else checked where it runs."""
+    K = getattr(router, "num_experts", None)
+    if isinstance(K, int) and not k < K:
+        _fail(cls, f"`k` must be < K = {K} (top-k of K experts), got k = {k}")
+
+
+def routing_of(model) -> tuple[int, float | None, Callable | None]:
+    """`(k, combine_temperature, selection)` of any model (top-1 defaults for a plain pytree)."""
+    return (
+        int(getattr(model, "k", 1)),
+        getattr(model, "combine_temperature", None),
+        getattr(model, "selection", None),
+    )
+
+
+def is_top1(model) -> bool:
+    """True for the paper's routing: top-1 softmax, raw logits, no combine temperature."""
+    return routing_of(model) == (1, None, None)
+
+
+def require_top1(model, where: str) -> None:
+    """Raise for a top-k (or combine-temperature) model where only top-1 routing is built yet.
+
+    Better a clear error than a top-1 answer for a top-k model.
+    """
+    if not is_top1(model):
+        k, rho, sel = routing_of(model)
+        raise ValueError(
+            f"`{where}` supports top-1 softmax routing only so far; got a model with k = {k}, "
+            f"combine_temperature = {rho!r}, selection = {sel!r} (the top-k risks, sweeps "
+            "and boundary masses are built: soft_risk, risk_sweep, diagnostic_sweep, "
+            "boundary_mass(k=...))"
+        )
+
+
+class _Routed:
+    """Top-k routing read off the model (EQUATIONS.md T.2–T.5) for `MoE` and `Teacher`.
+
+    `k` experts per input; combine temperature `ρ` (`None`: ρ = ∞, equal
+    weights; `1.0`: Mixtral's renormalised softmax over the selected experts);
+    `selection`: an optional static map of the router's logits `[K] -> [K]`
+    to the scores that *select* the experts (a per-expert bias, a sigmoid),
+    while the raw logits set the combine weights (last paragraph of §T).
+    """
+
+    def scores(self, a: jax.Array) -> jax.Array:
+        """Selection scores `[..., K]` of router logits `a: [..., K]`."""
+        return a if self.selection is None else self.selection(a)
+
+    def weights(self, x: jax.Array, tau=None) -> jax.Array:
+        """Routing weights `[K]` at one input (T.5): soft at `tau > 0`, hard for `tau=None`."""
+        a = self.router(x)
+        return _gating.route(self.scores(a), a, tau, self.k, self.combine_temperature)
+
+    def hard(self, x: jax.Array) -> jax.Array:
+        """`x: [d]` -> scalar `f_0(x)` (2.10, T.5): top-1, the output of the lowest-index winner."""
+        if is_top1(self):
+            return self.experts(x)[jnp.argmax(self.router(x))]
+        return jnp.sum(self.weights(x) * self.experts(x))
+
+
 @_pytree
-class MoE:
+class MoE(_Routed):
     """A mixture of experts: a router and an expert bank with the same `K`.
 
-    `model(x, tau)` is the soft prediction (2.4) at one input `x: [d]`;
-    `model.hard(x)` is the hard prediction (2.10) with the lowest-index tie rule
-    (2.9). Batched versions: `softhard.soft_predict`, `softhard.hard_predict`.
+    `model(x, tau)` is the soft prediction at one input `x: [d]` (2.4; top-k:
+    T.5); `model.hard(x)` the hard prediction (2.10, T.5) with the
+    lowest-index tie rule (2.9, T.2). Batched versions: `softhard.soft_predict`,
+    `softhard.hard_predict`. `k`, `combine_temperature` and `selection` are
+    static: every risk, sweep and estimator reads the routing off the model.
+
+    Attributes:
+        router: `x: [d] -> [K]` logits; experts: `x: [d] -> [K]` outputs.
+        k: experts per input, `1 <= k < K` (1: the paper's top-1 softmax routing).
+        combine_temperature: `ρ > 0` of the combine weights `exp(a_j/ρ)` (T.4),
+            or `None` for ρ = ∞ (equal weights over the selected experts).
+        selection: `None`, or a static `[K] -> [K]` map from logits to the
+            selection scores (e.g. `lambda a: a + bias`).
     """
 
     router: object
     experts: object
+    k: int = dataclasses.field(default=1, metadata={"static": True})
+    combine_temperature: float | None = dataclasses.field(default=None, metadata={"static": True})
+    selection: Callable | None = dataclasses.field(default=None, metadata={"static": True})
+
+    def __post_init__(self):
+        _check_routing("MoE", self.k, self.combine_temperature)
+        _check_k_below_K("MoE", self.router, int(self.k))
 
     def __call__(self, x: jax.Array, tau) -> jax.Array:
-        """`x: [d]`, scalar `tau > 0` -> scalar `f_tau(x)` (2.4)."""
-        return jnp.sum(_softmax_gates(self.router(x), tau) * self.experts(x))
-
-    def hard(self, x: jax.Array) -> jax.Array:
-        """`x: [d]` -> scalar `f_0(x)` (2.10): the output of the lowest-index winner."""
-        return self.experts(x)[jnp.argmax(self.router(x))]
+        """`x: [d]`, scalar `tau > 0` -> scalar `f_tau(x)` (2.4, T.5)."""
+        if is_top1(self):
+            return jnp.sum(_softmax_gates(self.router(x), tau) * self.experts(x))
+        return jnp.sum(self.weights(x, tau) * self.experts(x))
 
 
 @_pytree
-class Teacher:
+class Teacher(_Routed):
     """A hard-routed teacher (5.1): `Y = f*_{k*(X)}(X) + ξ`, `ξ ~ N(0, noise_std²)`.
 
     The partition `C_k = {x : k*(x) = k}` is the hard partition of `router`
     (lowest index wins ties, (2.9)); `experts` are the teacher experts `f*_k`.
+    With `k > 1` the teacher routes top-k: `f*(x)` is the hard top-k
+    predictor (T.5) with combine temperature `combine_temperature`.
 
     Attributes:
         router: any router pytree (`x: [d] -> [K]`).
         experts: any expert bank (`x: [d] -> [K]`).
         noise_std: scalar noise standard deviation `σ_ξ ≥ 0`.
+        k, combine_temperature, selection: the routing, as in `MoE`.
     """
 
     router: object
     experts: object
     noise_std: jax.Array = 0.0
+    k: int = dataclasses.field(default=1, metadata={"static": True})
+    combine_temperature: float | None = dataclasses.field(default=None, metadata={"static": True})
+    selection: Callable | None = dataclasses.field(default=None, metadata={"static": True})
 
     def __post_init__(self):
         _convert_fields(self, ("noise_std",))
@@ -382,13 +477,15 @@ class Teacher:
         if _shaped(ns) and is_concrete(ns) and ns.ndim == 0:
             if not float(ns) >= 0.0:
                 _fail("Teacher", f"`noise_std` must be >= 0, got {float(ns)!r}")
+        _check_routing("Teacher", self.k, self.combine_temperature)
+        _check_k_below_K("Teacher", self.router, int(self.k))
 
     def regression(self, x: jax.Array) -> jax.Array:
-        """`x: [d]` -> `f*(x)` (5.2), the noiseless target."""
-        return self.experts(x)[jnp.argmax(self.router(x))]
+        """`x: [d]` -> `f*(x)` (5.2; top-k: the hard predictor T.5), the noiseless target."""
+        return self.hard(x)
 
     def cell(self, x: jax.Array) -> jax.Array:
-        """`x: [d]` -> the teacher cell index `k` with `x ∈ C_k` (5.10)."""
+        """`x: [d]` -> the teacher cell index `k` with `x ∈ C_k` (5.10; the top-1 winner)."""
         return jnp.argmax(self.router(x))
 
     def sample(self, key: jax.Array, law, n: int) -> tuple[jax.Array, jax.Array]:

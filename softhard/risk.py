@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _gating
 from ._stats import (
     Estimate,
     chunk_size_for,
@@ -22,7 +23,8 @@ from ._stats import (
     stream_chunks,
     stream_moments,
 )
-from ._validate import check_delta, check_finite_params, check_tau, check_taus, check_xy
+from ._validate import check_delta, check_finite_params, check_k, check_tau, check_taus, check_xy
+from .models import is_top1, routing_of
 from .routing import expert_outputs, gates, hard_gates, logits
 
 __all__ = [
@@ -53,8 +55,26 @@ class RiskSweep(NamedTuple):
     gap: Estimate  # [T]
 
 
+def _routing(model, K: int):
+    """`(k, ρ, selection)` of `model`, with `k < K` checked against the logits' `K`."""
+    k, rho, sel = routing_of(model)
+    check_k(k, K, "model.k")
+    return k, rho, sel
+
+
+def _weights(model, a: jax.Array, tau) -> jax.Array:
+    """Routing weights `[N, K]` of logits `a: [N, K]` (T.5): soft at `tau`, hard for `None`."""
+    k, rho, sel = _routing(model, a.shape[1])
+    s = a if sel is None else jax.vmap(sel)(a)
+    return _gating.route(s, a, tau, k, rho)
+
+
 def soft_predict(model, x: jax.Array, tau) -> jax.Array:
-    """Soft predictor `f_τ(x) = Σ_k π_k^τ(x) f_k(x)` (2.4).
+    """Soft predictor `f_τ(x) = Σ_k π_k^τ(x) f_k(x)` (2.4); top-k: T.5.
+
+    With `model.k > 1` (or a combine temperature) the weights are
+    `μ_j^τ c_j / Σ_l μ_l^τ c_l`: the soft top-k mask (T.3) times the combine
+    weights (T.4), normalised.
 
     Args:
         model: a pytree with `.router` and `.experts` (e.g. `MoE`).
@@ -65,12 +85,21 @@ def soft_predict(model, x: jax.Array, tau) -> jax.Array:
         `[N]` predictions.
     """
     check_tau(tau)
-    return jnp.sum(gates(logits(model.router, x), tau) * expert_outputs(model.experts, x), -1)
+    a, f = logits(model.router, x), expert_outputs(model.experts, x)
+    if is_top1(model):
+        return jnp.sum(gates(a, tau) * f, -1)
+    return jnp.sum(_weights(model, a, tau) * f, -1)
 
 
 def hard_predict(model, x: jax.Array) -> jax.Array:
-    """Hard predictor `f_0(x) = f_{k*(x)}(x)` (2.10), lowest index winning ties (2.9): `[N]`."""
-    return jnp.sum(hard_gates(logits(model.router, x)) * expert_outputs(model.experts, x), -1)
+    """Hard predictor `f_0(x) = f_{k*(x)}(x)` (2.10), lowest index winning ties (2.9): `[N]`.
+
+    Top-k (T.5): `Σ_{j∈S_k} c_j f_j / Σ_{j∈S_k} c_j` over the hard top-k set (T.2).
+    """
+    a, f = logits(model.router, x), expert_outputs(model.experts, x)
+    if is_top1(model):
+        return jnp.sum(hard_gates(a) * f, -1)
+    return jnp.sum(_weights(model, a, None) * f, -1)
 
 
 def soft_risk(model, x: jax.Array, y: jax.Array, tau) -> jax.Array:
@@ -107,9 +136,12 @@ class SweepDiagnostics(NamedTuple):
         soft: `L_τ` (2.5), `[T]`.
         hard: `L_0` (2.11), scalar.
         gap: `L_τ − L_0`, paired, `[T]`.
-        mass: top-two boundary mass `M(c τ) = P(Δ ≤ c τ)` (2.13), `[T]`.
-        ambiguity: `m_δ(τ) = P(max_k π_k^τ < 1 − δ)` (5.5), `[T]`.
-        entropy: mean gate entropy `E[−Σ_k π_k^τ log π_k^τ]` in nats, `[T]`.
+        mass: top-two boundary mass `M(c τ) = P(Δ ≤ c τ)` (2.13), `[T]`; top-k:
+            `M_k(c τ) = P(Δ_k ≤ c τ)` (T.7).
+        ambiguity: `m_δ(τ) = P(max_k π_k^τ < 1 − δ)` (5.5), `[T]`; top-k:
+            `P(min_{j∈S_k} μ_j^τ < 1 − δ)` (T.7).
+        entropy: mean gate entropy `E[−Σ_k π_k^τ log π_k^τ]` in nats, `[T]`; top-k:
+            of the normalised routing weights (T.5).
     """
 
     soft: Estimate  # [T]
@@ -149,6 +181,41 @@ def _gate_sums(z, f, inv_tau, full: bool):
     return jax.lax.scan(lambda c, zf: (step(c, zf), None), carry, (z, f))[0]
 
 
+def _topk_chunk_quantities(model, taus, x, y, *, full: bool, mass_factor=2.0, delta=0.1):
+    """`_chunk_quantities` for top-k routing or a combine temperature (T.3–T.7).
+
+    The routing weights `[T, n, K]` at every τ come from `_gating.route` (the
+    same kernel as `soft_predict`), so the sweep and the objectives agree to
+    rounding. Diagnostics: `M_k(cτ) = P(Δ_k ≤ cτ)` (T.7), the top-k ambiguity
+    `P(min_{j∈S_k} μ_j^τ < 1 − δ)` (T.7) and the entropy of the normalised
+    combine weights.
+    """
+    a = jax.vmap(model.router)(x)  # [n, K]
+    f = jax.vmap(model.experts)(x)  # [n, K]
+    k, rho, sel = routing_of(model)
+    s = a if sel is None else jax.vmap(sel)(a)
+    hard = (y - jnp.sum(_gating.route(s, a, None, k, rho) * f, -1)) ** 2  # [n]
+
+    def at(tau):
+        w = _gating.route(s, a, tau, k, rho)  # [n, K]
+        soft = (y - jnp.sum(w * f, -1)) ** 2
+        if not full:
+            return soft, None, None
+        ent = -jnp.sum(jnp.where(w > 0, w * jnp.log(jnp.where(w > 0, w, 1.0)), 0.0), -1)
+        mu = _gating.topk_mask(s, tau, k)
+        selected = _gating.hard_mask(s, k) > 0
+        amb = (jnp.min(jnp.where(selected, mu, 1.0), -1) < 1.0 - delta).astype(w.dtype)
+        return soft, amb, ent
+
+    soft, amb, ent = jax.lax.map(at, taus)  # each [T, n]
+    if not full:
+        return RiskSweep(soft=soft, hard=hard, gap=soft - hard[None, :])
+    top = jax.lax.top_k(s, k + 1)[0]
+    margin = top[:, k - 1] - top[:, k]  # Δ_k (T.1), [n]
+    mass = (margin[None, :] <= mass_factor * taus[:, None]).astype(soft.dtype)
+    return SweepDiagnostics(soft, hard, soft - hard[None, :], mass, amb, ent)
+
+
 def _chunk_quantities(model, taus, x, y, *, full: bool, mass_factor=2.0, delta=0.1):
     """Per-sample quantities of one chunk at every temperature (sample axis last).
 
@@ -158,6 +225,10 @@ def _chunk_quantities(model, taus, x, y, *, full: bool, mass_factor=2.0, delta=0
     for the full diagnostics, one logarithm: with `S = Σ_k w_k`,
     `max_k π_k = 1/S` and the entropy is `log S − Σ_k w_k (a_k − a_max)/τ / S`.
     """
+    if not is_top1(model):
+        return _topk_chunk_quantities(
+            model, taus, x, y, full=full, mass_factor=mass_factor, delta=delta
+        )
     a = jax.vmap(model.router)(x)  # [n, K]
     f = jax.vmap(model.experts)(x)  # [n, K]
     a_max = jnp.max(a, axis=-1, keepdims=True)
@@ -219,6 +290,7 @@ def _prepare_sweep(model, x, y, taus, chunk_size, per_tau_cost: int):
     K = jax.eval_shape(model.router, jax.ShapeDtypeStruct(x.shape[1:], dtype)).shape
     if len(K) != 1 or K[0] < 2:
         raise ValueError(f"`model.router` must return logits [K] with K >= 2, got shape {K}")
+    _routing(model, K[0])
     sharded, (y,) = _shard_like(x, y)
     n_local = x.shape[0] if sharded is None else x.shape[0] // _n_shards(sharded)
     chunk = chunk_size_for(n_local, taus.shape[0] * K[0] * per_tau_cost, chunk_size)
@@ -354,6 +426,7 @@ def population_sweep(
     K = jax.eval_shape(model.router, jax.ShapeDtypeStruct((law.dim,), dtype)).shape
     if len(K) != 1 or K[0] < 2:
         raise ValueError(f"`model.router` must return logits [K] with K >= 2, got shape {K}")
+    _routing(model, K[0])
     chunk = chunk_size_for(int(n), taus.shape[0] * K[0] * (2 if diagnostics else 1), chunk_size)
     return _population_sweep(
         model,

@@ -1,4 +1,4 @@
-"""Logits to gates: softmax routing at temperature τ, hard top-1 routing, margins (§2, §3).
+"""Logits to gates: softmax and soft top-k routing at τ, hard top-1 / top-k, margins (§2, §3, T).
 
 Batch conventions: `x: [N, d]`, `logits: [N, K]`. All functions are pure and
 compose with `jit`, `vmap` and `grad`; arguments are validated in Python
@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._validate import check_finite_params, check_logits, check_tau, check_x
+from . import _gating
+from ._validate import check_finite_params, check_k, check_logits, check_tau, check_x
 
 __all__ = [
     "logits",
@@ -23,6 +24,7 @@ __all__ = [
     "hard_gates",
     "winner",
     "top_two_margin",
+    "topk_margin",
     "pairwise_min_margin",
     "pairwise_scores",
     "pair_indices",
@@ -72,36 +74,40 @@ def expert_outputs(experts, x: jax.Array) -> jax.Array:
     return f
 
 
-def _scaled(logits: jax.Array, tau) -> jax.Array:
-    # (a_k − max_j a_j)/τ: every entry ≤ 0 and the winner is exactly 0, so the
-    # softmax below never overflows, for τ down to 1e-8 and logits up to 1e6.
-    a_max = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
-    return (logits - a_max) / tau
+def gates(logits: jax.Array, tau, *, k: int = 1) -> jax.Array:
+    """Softmax gates (2.3), or for `k > 1` the soft top-k mask `μ^τ` (T.3).
 
-
-def gates(logits: jax.Array, tau) -> jax.Array:
-    """Softmax gates `π_k^τ = exp(a_k/τ) / Σ_j exp(a_j/τ)` (2.3), by log-sum-exp.
+    `k = 1`: `π_k^τ = exp(a_k/τ) / Σ_j exp(a_j/τ)` by log-sum-exp. `k > 1`:
+    `μ_j^τ = min(1, exp((a_j − θ)/τ))` with `Σ_j μ_j^τ = k`, the entropic
+    relaxation of the hard top-k mask on the capped simplex, solved exactly by
+    sorting and a cumulative log-sum-exp (no root-finding). Stable for τ down
+    to 1e-8 and logits of 1e6; differentiable (the capped count is a discrete
+    choice; gradients flow through θ).
 
     Args:
         logits: `[N, K]`.
         tau: scalar temperature `> 0`.
+        k: experts per input, `1 <= k <= K` (`k = K` gives ones).
 
     Returns:
-        `[N, K]` gates, each row summing to 1.
+        `[N, K]` gates in `[0, 1]`, each row summing to `k`.
 
     >>> gates(jnp.array([[0.0, 0.0]]), 1.0).tolist()
     [[0.5, 0.5]]
+    >>> [round(v, 6) for v in gates(jnp.array([[2.0, 0.0, 0.0]]), 1.0, k=2)[0].tolist()]
+    [1.0, 0.5, 0.5]
     """
     logits = check_logits(logits)
     check_tau(tau)
-    return jax.nn.softmax(_scaled(logits, tau), axis=-1)
+    k = check_k(k, logits.shape[1], allow_all=True)
+    return _gating.topk_mask(logits, tau, k)
 
 
 def log_gates(logits: jax.Array, tau) -> jax.Array:
     """`log π_k^τ` (2.3), finite wherever the logits are: `[N, K]`."""
     logits = check_logits(logits)
     check_tau(tau)
-    return jax.nn.log_softmax(_scaled(logits, tau), axis=-1)
+    return jax.nn.log_softmax(_gating.scaled(logits, tau), axis=-1)
 
 
 def winner(logits: jax.Array) -> jax.Array:
@@ -113,20 +119,27 @@ def winner(logits: jax.Array) -> jax.Array:
     return jnp.argmax(logits, axis=-1)
 
 
-def hard_gates(logits: jax.Array) -> jax.Array:
-    """Hard top-1 weights `π_k^0 = 1{k = k*}` (4.2) with the tie rule (2.9).
+def hard_gates(logits: jax.Array, *, k: int = 1) -> jax.Array:
+    """Hard top-1 weights `π_k^0 = 1{k = k*}` (4.2), or the hard top-k mask (T.2).
+
+    The `k` largest logits, ties to the lowest index (order by `(−a_j, j)`;
+    for `k = 1` the rule (2.9)).
 
     Args:
         logits: `[N, K]`.
+        k: experts per input, `1 <= k <= K`.
 
     Returns:
-        `[N, K]` one-hot rows, in the dtype of `logits`.
+        `[N, K]` 0/1 rows summing to `k`, in the dtype of `logits`.
 
     >>> hard_gates(jnp.array([[1.0, 1.0, 0.0]])).tolist()
     [[1.0, 0.0, 0.0]]
+    >>> hard_gates(jnp.array([[0.0, 1.0, 1.0, 1.0]]), k=2).tolist()
+    [[0.0, 1.0, 1.0, 0.0]]
     """
     logits = check_logits(logits)
-    return jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=logits.dtype)
+    k = check_k(k, logits.shape[1], allow_all=True)
+    return _gating.hard_mask(logits, k)
 
 
 def top_two_margin(logits: jax.Array) -> jax.Array:
@@ -137,6 +150,26 @@ def top_two_margin(logits: jax.Array) -> jax.Array:
     # the runner-up: the max over the other entries (a tie with the winner gives Δ = 0)
     others = jnp.where(jax.nn.one_hot(k, logits.shape[-1], dtype=bool), -jnp.inf, logits)
     return first - jnp.max(others, axis=-1)
+
+
+def topk_margin(logits: jax.Array, k: int) -> jax.Array:
+    """Top-k margin `Δ_k(x) = a_(k) − a_(k+1)` (T.1): `[N]`, `≥ 0`, zero on ties.
+
+    `k = 1` is the top-two margin Δ (2.6).
+
+    Args:
+        logits: `[N, K]`.
+        k: `1 <= k < K`.
+
+    >>> topk_margin(jnp.array([[3.0, 1.0, 2.0, 0.5]]), 2).tolist()
+    [1.0]
+    """
+    logits = check_logits(logits)
+    k = check_k(k, logits.shape[1])
+    if k == 1:
+        return top_two_margin(logits)
+    top = jax.lax.top_k(logits, k + 1)[0]
+    return top[:, k - 1] - top[:, k]
 
 
 def pairwise_min_margin(logits: jax.Array) -> jax.Array:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validate import check_finite_params, check_vector, float_dtype, is_concrete
-from ..models import Gaussian, LinearExperts, LinearRouter, LinearTarget, Teacher
+from ..models import Gaussian, LinearExperts, LinearRouter, LinearTarget, Teacher, require_top1
 from ._normal import _halfspace_moments, _Moments, _quadrant_moments, _safe_div
 
 # ----------------------------------------------------------------------------
@@ -108,6 +108,8 @@ def _check_nondegenerate(router, law, name: str) -> None:
 
 def _check_problem(model, teacher, law) -> _Struct:
     """Validate `(model, teacher, law)` in Python and return the static structure."""
+    require_top1(model, "the exact Gaussian values")
+    require_top1(teacher, "the exact Gaussian values")
     router = getattr(model, "router", None)
     experts = getattr(model, "experts", None)
     if router is None or experts is None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .._stats import Estimate, mean_estimate
 from .._validate import check_delta, check_finite_params, check_x
+from ..models import require_top1
 from ..routing import expert_outputs, gates, logits
 
 __all__ = [
@@ -135,6 +136,7 @@ def teacher_equivalence(router, teacher, x: jax.Array, *, permutation=None) -> T
         `TeacherEquivalence(permutation [K], symmetric_difference Estimate [K],
         total Estimate, confusion [K, K])`.
     """
+    require_top1(teacher, "teacher_equivalence")
     x = check_x(x)
     t, s = _cells(router, teacher, x)
     K = int(logits(teacher.router, x[:1]).shape[1])
@@ -177,6 +179,8 @@ def recovery_error(model, teacher, x: jax.Array, *, permutation=None) -> Recover
     Returns:
         `Recovery(permutation, expert_error, partition_error, cell_errors [K, K])`.
     """
+    require_top1(model, "recovery_error")
+    require_top1(teacher, "recovery_error")
     x = check_x(x)
     check_finite_params(model, "model")
     f, fstar, t = _teacher_outputs(model, teacher, x)
@@ -210,6 +214,8 @@ def misrouting_mass(model, teacher, x: jax.Array, tau, delta, *, permutation=Non
     Returns:
         `Estimate` of `P(X ∈ E_δ(π))`.
     """
+    require_top1(model, "misrouting_mass")
+    require_top1(teacher, "misrouting_mass")
     x = check_x(x)
     check_delta(delta)
     g = gates(logits(model.router, x), tau)  # [N, K]
@@ -239,6 +245,8 @@ def expert_separation(model, teacher, x: jax.Array, kappa, *, permutation=None) 
     Returns:
         `ExpertSeparation(permutation, rho Estimate, table Estimate [K, K], kappa)`.
     """
+    require_top1(model, "expert_separation")
+    require_top1(teacher, "expert_separation")
     x = check_x(x)
     if not float(kappa) > 0:
         raise ValueError(f"`kappa` must be > 0, got {kappa!r}")

@@ -19,6 +19,7 @@ from jax.flatten_util import ravel_pytree
 from .._stats import Estimate
 from .._validate import check_finite_params, check_taus, check_xy
 from ..coarea import kernel_bandwidth, kernel_smoothed_mean
+from ..models import require_top1
 from ..risk import hard_risk, soft_risk
 from ..routing import expert_outputs, logits
 
@@ -118,6 +119,7 @@ def hard_risk_gradient(
     Returns:
         `Estimate` whose `value` and `stderr` are pytrees shaped like `model.router`.
     """
+    require_top1(model, "hard_risk_gradient")
     x, y = check_xy(x, y)
     check_finite_params(model, "model")
     logits(model.router, x[:1])  # validates the router's output shape
@@ -166,6 +168,7 @@ def transfer_gap(model, x: jax.Array, y: jax.Array, taus: jax.Array, *, bandwidt
         `TransferGap(taus, router, router_stderr, experts, total, router_rate,
         experts_rate, total_rate)`.
     """
+    require_top1(model, "transfer_gap")
     x, y = check_xy(x, y)
     taus = check_taus(taus)
     hard_r = hard_risk_gradient(model, x, y, bandwidth=bandwidth)
