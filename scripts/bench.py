@@ -142,6 +142,40 @@ def case_sweep_cpu(quick: bool, repeats: int) -> dict:
     }
 
 
+def case_sweep_topk(quick: bool, repeats: int) -> dict:
+    """The fused top-2 sweep (EQUATIONS.md §T) against the top-1 sweep of the same model.
+
+    Same router, experts, sample and τ grid (float32); the top-2 answer is also
+    checked against the per-τ objective `soft_risk` (an independent kernel).
+    """
+    K, d, T = 8, 32, 64
+    n = 2**14 if quick else 2**20
+    model, x, y = _sweep_problem(K, d, n)
+    taus = np.geomspace(1e-3, 1.0, T).astype(np.float32)
+    xj, yj, tj = jnp.asarray(x), jnp.asarray(y), jnp.asarray(taus)
+    top2 = sh.MoE(model.router, model.experts, k=2)
+    mixtral = sh.MoE(model.router, model.experts, k=2, combine_temperature=1.0)
+    t1 = _best_time(lambda: _block(sh.risk_sweep(model, xj, yj, tj)), repeats)
+    t2 = _best_time(lambda: _block(sh.risk_sweep(top2, xj, yj, tj)), repeats)
+    t2r = _best_time(lambda: _block(sh.risk_sweep(mixtral, xj, yj, tj)), repeats)
+    got = np.asarray(sh.risk_sweep(top2, xj, yj, tj).soft.value)[::8]
+    ref = [float(sh.soft_risk(top2, xj, yj, t)) for t in tj[::8]]
+    return {
+        "case": "sweep_topk",
+        "K": K,
+        "d": d,
+        "N": n,
+        "T": T,
+        "top1_s": t1,
+        "top2_s": t2,
+        "top2_rho1_s": t2r,
+        "top2_over_top1": t2 / t1,
+        "top2_rho1_over_top1": t2r / t1,
+        "max_rel_diff_vs_soft_risk": _max_rel(got, ref),
+        "targets": {"top2_over_top1_max": 2.0},
+    }
+
+
 _MEMORY_PROBE = """
 import resource, sys, time
 import jax, jax.numpy as jnp
@@ -381,6 +415,7 @@ def case_hessian(quick: bool, repeats: int) -> dict:
 CASES = {
     "sweep_cpu": case_sweep_cpu,
     "sweep_gpu": case_sweep_gpu,
+    "sweep_topk": case_sweep_topk,
     "memory": case_memory,
     "sharded": case_sharded,
     "hessian": case_hessian,

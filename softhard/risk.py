@@ -184,34 +184,70 @@ def _gate_sums(z, f, inv_tau, full: bool):
 def _topk_chunk_quantities(model, taus, x, y, *, full: bool, mass_factor=2.0, delta=0.1):
     """`_chunk_quantities` for top-k routing or a combine temperature (T.3–T.7).
 
-    The routing weights `[T, n, K]` at every τ come from `_gating.route` (the
-    same kernel as `soft_predict`), so the sweep and the objectives agree to
-    rounding. Diagnostics: `M_k(cτ) = P(Δ_k ≤ cτ)` (T.7), the top-k ambiguity
-    `P(min_{j∈S_k} μ_j^τ < 1 − δ)` (T.7) and the entropy of the normalised
-    combine weights.
+    The selection scores are sorted once per sample (τ-independent); at each
+    τ the soft top-k mask (T.3) follows from the `K − 1` consecutive sorted
+    gaps `g_m = exp((s_(m) − s_(m−1))/τ) ≤ 1`: the tail sums relative to their
+    head `R_r = Σ_{l≥r} e^{(s_(l) − s_(r))/τ} = 1 + g_{r+1} R_{r+1}` give the
+    capped count `r* = min{r : R_r ≥ k − r}`, and the uncapped entries are
+    `(k − r*) E_l / R_{r*}` with `E_l = Π_{m=r*+1}^{l} g_m`. So the sweep costs
+    `K − 1` exponentials per sample and τ, like the top-1 kernel; the objective
+    path (`_gating.topk_mask`, used by `soft_risk`) is an independent
+    implementation that the tests compare it with. Diagnostics: `M_k(cτ)`
+    (T.7), the top-k ambiguity `P(min_{j∈S_k} μ_j^τ < 1 − δ)` (T.7; the
+    smallest selected entry sits at sorted position `k − 1`) and the entropy
+    of the normalised routing weights.
     """
     a = jax.vmap(model.router)(x)  # [n, K]
     f = jax.vmap(model.experts)(x)  # [n, K]
     k, rho, sel = routing_of(model)
     s = a if sel is None else jax.vmap(sel)(a)
-    hard = (y - jnp.sum(_gating.route(s, a, None, k, rho) * f, -1)) ** 2  # [n]
-
-    def at(tau):
-        w = _gating.route(s, a, tau, k, rho)  # [n, K]
-        soft = (y - jnp.sum(w * f, -1)) ** 2
-        if not full:
-            return soft, None, None
-        ent = -jnp.sum(jnp.where(w > 0, w * jnp.log(jnp.where(w > 0, w, 1.0)), 0.0), -1)
-        mu = _gating.topk_mask(s, tau, k)
-        selected = _gating.hard_mask(s, k) > 0
-        amb = (jnp.min(jnp.where(selected, mu, 1.0), -1) < 1.0 - delta).astype(w.dtype)
-        return soft, amb, ent
-
-    soft, amb, ent = jax.lax.map(at, taus)  # each [T, n]
+    K = a.shape[1]
+    order = jnp.argsort(-s, axis=-1, stable=True)
+    ss = jnp.take_along_axis(s, order, axis=-1).T  # [K, n], descending
+    fs = jnp.take_along_axis(f, order, axis=-1).T
+    if rho is None:
+        log_c = jnp.zeros_like(ss)
+    else:
+        log_c = jnp.take_along_axis(_gating.scaled(a, rho), order, axis=-1).T  # log c ≤ 0
+    cs = jnp.exp(log_c)  # [K, n]
+    c_sel, cf_sel = jnp.sum(cs[:k], 0), jnp.sum(cs[:k] * fs[:k], 0)
+    hard = (y - cf_sel / c_sel) ** 2  # [n], the hard top-k predictor (T.5)
+    inv_tau = jnp.minimum(1.0 / taus, jnp.finfo(taus.dtype).max)[:, None]  # [T, 1]
+    gaps = [None] + [jnp.exp((ss[m] - ss[m - 1])[None, :] * inv_tau) for m in range(1, K)]
+    ones = jnp.ones((taus.shape[0], x.shape[0]), ss.dtype)
+    R = [None] * K
+    R[K - 1] = ones
+    for r in range(K - 2, -1, -1):
+        R[r] = 1.0 + gaps[r + 1] * R[r + 1]
+    r_star, R_star = jnp.full(ones.shape, k - 1, jnp.int32), R[k - 1]
+    for r in range(k - 2, -1, -1):
+        fits = R[r] >= (k - r)
+        r_star, R_star = jnp.where(fits, r, r_star), jnp.where(fits, R[r], R_star)
+    scale = (k - r_star).astype(ss.dtype) / R_star  # [T, n]
+    U = F = UlogU = jnp.zeros_like(ones)
+    E = ones
+    s_star = jnp.zeros_like(ones)
+    min_sel = ones
+    for pos in range(K):
+        at_star = r_star == pos
+        E = jnp.where(at_star, 1.0, E * gaps[pos]) if pos else E
+        mu = jnp.where(pos < r_star, 1.0, scale * E)
+        u = mu * cs[pos][None, :]
+        U, F = U + u, F + u * fs[pos][None, :]
+        if full:
+            s_star = jnp.where(at_star, ss[pos][None, :], s_star)
+            log_mu = jnp.where(
+                pos < r_star, 0.0, jnp.log(scale) + (ss[pos][None, :] - s_star) * inv_tau
+            )
+            UlogU = UlogU + jnp.where(u > 0, u * (log_mu + log_c[pos][None, :]), 0.0)
+            if pos == k - 1:
+                min_sel = mu
+    soft = (y[None, :] - F / U) ** 2  # [T, n]
     if not full:
         return RiskSweep(soft=soft, hard=hard, gap=soft - hard[None, :])
-    top = jax.lax.top_k(s, k + 1)[0]
-    margin = top[:, k - 1] - top[:, k]  # Δ_k (T.1), [n]
+    ent = jnp.log(U) - UlogU / U  # entropy of w = u / U
+    amb = (min_sel < 1.0 - delta).astype(soft.dtype)
+    margin = ss[k - 1] - ss[k]  # Δ_k (T.1), [n]
     mass = (margin[None, :] <= mass_factor * taus[:, None]).astype(soft.dtype)
     return SweepDiagnostics(soft, hard, soft - hard[None, :], mass, amb, ent)
 

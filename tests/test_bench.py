@@ -46,6 +46,15 @@ SCHEMA = {
         "max_rel_diff_vs_naive_jax": float,
         "targets": dict,
     },
+    "sweep_topk": {
+        "top1_s": float,
+        "top2_s": float,
+        "top2_rho1_s": float,
+        "top2_over_top1": float,
+        "top2_rho1_over_top1": float,
+        "max_rel_diff_vs_soft_risk": float,
+        "targets": dict,
+    },
     "memory": {"sizes": list, "runs": dict, "peak_ratio_big_over_small": float, "targets": dict},
     "sharded": {"N": int, "devices": int, "max_rel_diff": float, "targets": dict},
 }
@@ -95,6 +104,7 @@ def test_baselines_compute_the_same_answer(bench):
     assert sweep["max_rel_diff_vs_naive_jax"] < 1e-4
     assert sweep["max_rel_diff_vs_numpy_loop"] < 1e-4
     assert cases["sweep_gpu"]["max_rel_diff_vs_naive_jax"] < 1e-4
+    assert cases["sweep_topk"]["max_rel_diff_vs_soft_risk"] < 1e-4
     # 4 simulated devices against 1, float64
     assert cases["sharded"]["devices"] == 4 and cases["sharded"]["max_rel_diff"] < 1e-10
     # memory does not grow with N (10x more samples, fresh processes)

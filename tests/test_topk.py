@@ -204,6 +204,10 @@ def test_topk_sweeps_equal_per_tau_objectives(rng, dtype, rho):
         amb = jnp.mean(jnp.min(jnp.where(sel, mu, 1.0), -1) < 0.9)
         np.testing.assert_allclose(out.ambiguity.value[i], amb, atol=2 / n)
         np.testing.assert_allclose(out.mass.value[i], jnp.mean(margin <= 2 * t), atol=1e-12)
+        w = mu * (1.0 if rho is None else jnp.exp(a / rho))
+        w = w / jnp.sum(w, -1, keepdims=True)
+        ent = -jnp.sum(jnp.where(w > 0, w * jnp.log(jnp.where(w > 0, w, 1.0)), 0.0), -1)
+        np.testing.assert_allclose(out.entropy.value[i], jnp.mean(ent), rtol=rt, atol=1e-6)
     np.testing.assert_allclose(out.hard.value, sh.hard_risk(m, x, y), rtol=rt)
     # the two front ends share the kernel (the per-τ objectives above are the
     # independent check); at τ = 1e-6 a float32 logit's rounding (6e-8) moves
