@@ -34,11 +34,16 @@ def check_taus(taus, name: str = "taus"):
     taus = jnp.asarray(taus)
     if taus.ndim != 1 or taus.shape[0] == 0:
         raise ValueError(f"`{name}` must be a non-empty 1-D array [T], got shape {taus.shape}")
-    if is_concrete(taus):
-        t = np.asarray(taus)
-        if not (np.all(t > 0) and np.all(np.isfinite(t))):
-            raise ValueError(f"`{name}` must hold finite temperatures > 0, got {t}")
-    return taus
+    return _check_temperature_values(taus, name)
+
+
+def _check_temperature_values(t, name: str):
+    """Every concrete entry of `t` is a finite temperature > 0."""
+    if is_concrete(t):
+        v = np.asarray(t)
+        if not (np.all(v > 0) and np.all(np.isfinite(v))):
+            raise ValueError(f"`{name}` must hold finite temperatures > 0, got {v}")
+    return t
 
 
 def check_logits(logits, name: str = "logits"):
@@ -204,11 +209,7 @@ def check_tau_grid(tau, name: str = "tau"):
     tau = jnp.asarray(tau)
     if tau.ndim > 1:
         raise ValueError(f"`{name}` must be a scalar or a 1-D array [T], got shape {tau.shape}")
-    if is_concrete(tau):
-        t = np.asarray(tau)
-        if not (np.all(t > 0) and np.all(np.isfinite(t))):
-            raise ValueError(f"`{name}` must hold finite temperatures > 0, got {t}")
-    return tau
+    return _check_temperature_values(tau, name)
 
 
 def check_k(k, K: int | None = None, name: str = "k", *, allow_all: bool = False) -> int:
