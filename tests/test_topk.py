@@ -106,7 +106,8 @@ def test_ties_go_to_the_lowest_index():
     assert float(sh.topk_margin(a, 2)[0]) == 0.0 and float(sh.topk_margin(a, 3)[0]) == 0.5
     # the soft mask treats tied logits alike
     mu = sh.gates(a, 0.1, k=2)[0]
-    np.testing.assert_allclose(mu[1], mu[2]) and np.testing.assert_allclose(mu[2], mu[3])
+    np.testing.assert_allclose(mu[1], mu[2])
+    np.testing.assert_allclose(mu[2], mu[3])
 
 
 def test_topk_margin_against_sorting(rng):
