@@ -21,11 +21,19 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ._validate import inv_temperature
+
 
 def scaled(a: jax.Array, tau) -> jax.Array:
-    """`(a − max a)/τ`: every entry `≤ 0`, the largest exactly 0 (no overflow for τ ≥ 1e-8)."""
+    """`(a − max a)/τ`: every entry `≤ 0`, the largest exactly 0 (no overflow for τ ≥ 1e-8).
+
+    The division is a product with the capped inverse `min(1/τ, finfo.max)`
+    (`_validate.inv_temperature`, the sweep kernel's rule), so a τ that
+    underflows in `a`'s dtype (1e-300 in float32, a subnormal flushed to 0)
+    gives the hard limit, never `0/0 = NaN`.
+    """
     a_max = jax.lax.stop_gradient(jnp.max(a, axis=-1, keepdims=True))
-    return (a - a_max) / tau
+    return (a - a_max) * inv_temperature(tau, jnp.result_type(a, float))
 
 
 def softmax_gates(a: jax.Array, tau) -> jax.Array:

@@ -27,7 +27,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _gating
-from ._validate import check_cov, is_concrete
+from ._validate import (
+    check_count,
+    check_cov,
+    check_key,
+    check_same_experts,
+    check_tau,
+    input_dim,
+    is_concrete,
+    poison_tau,
+)
 
 __all__ = [
     "LinearRouter",
@@ -42,6 +51,7 @@ __all__ = [
     "StandardGaussian",
     "Uniform",
     "GaussianMixture",
+    "LinenModule",
 ]
 
 
@@ -50,15 +60,30 @@ __all__ = [
 # ----------------------------------------------------------------------------
 
 
-def _as_array(obj, name: str):
-    """Turn user input (lists, numbers, NumPy) into a JAX array; leave the rest.
+def _as_array(obj, name: str, cls: str = "model"):
+    """Turn user input (lists, numbers, NumPy) into a JAX array of reals; leave placeholders.
 
-    Tracers, `jax.ShapeDtypeStruct`s and other placeholders pass through, so
-    only plain data is converted.
+    Tracers, `jax.ShapeDtypeStruct`s and other array-like placeholders (a
+    `shape` and a `dtype`) pass through, so only plain data is converted.
+    None, strings, booleans, complex numbers and other objects are refused.
     """
-    del name
-    if isinstance(obj, (list, int, float, np.ndarray, np.generic)) and not isinstance(obj, bool):
+    bad = f"{cls}: `{name}` must be an array of real numbers"
+    if obj is None or isinstance(obj, (str, bytes, bool, np.bool_, complex, dict, set)):
+        raise ValueError(f"{bad}, got {type(obj).__name__} {obj!r:.60}")
+    if hasattr(obj, "shape") and hasattr(obj, "dtype") and not isinstance(obj, np.ndarray):
+        dtype = obj.dtype
+    else:
+        try:
+            arr = np.asarray(obj)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{bad}, got {type(obj).__name__} {obj!r:.60}") from e
+        dtype = arr.dtype
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise ValueError(f"{bad}, got dtype {dtype}")
+    if isinstance(obj, (list, tuple, int, float, np.ndarray, np.generic)):
         return jnp.asarray(obj, dtype=jnp.result_type(float))
+    if jnp.issubdtype(dtype, jnp.integer) and isinstance(obj, jax.Array):
+        return obj.astype(jnp.result_type(float))
     return obj
 
 
@@ -69,19 +94,47 @@ def _shaped(*objs) -> bool:
 def _canonical(self, ranks: dict) -> bool:
     """True when every field is an array of exactly its documented rank.
 
-    Only then are shapes checked: a user may also construct stacks of models
-    (extra leading axes, for `vmap`) or build a model from tracers inside a
-    transformation, neither of which should be rejected. (Results of tree
-    operations never reach this check: `_pytree` rebuilds them without
-    `__post_init__`.)
+    Only then are shapes checked in full: a user may also construct stacks of
+    models (extra leading axes, for `vmap`) or build a model from tracers
+    inside a transformation, neither of which should be rejected. A field of
+    *lower* rank than documented (a 1-D `W`, a scalar `b`) is never a stack
+    and raises. (Results of tree operations never reach this check: `_pytree`
+    rebuilds them without `__post_init__`.)
     """
+    cls = type(self).__name__
     fields = [getattr(self, n) for n in ranks]
+    for n, f, r in zip(ranks, fields, ranks.values()):
+        if _shaped(f) and f.ndim < r:
+            dims = ", ".join("?" * r)
+            _fail(cls, f"`{n}` must be a {r}-D array [{dims}], got shape {tuple(f.shape)}")
     return _shaped(*fields) and all(f.ndim == r for f, r in zip(fields, ranks.values()))
 
 
 def _convert_fields(self, names) -> None:
     for n in names:
-        object.__setattr__(self, n, _as_array(getattr(self, n), n))
+        object.__setattr__(self, n, _as_array(getattr(self, n), n, type(self).__name__))
+
+
+def _finite(self, names) -> None:
+    """Every concrete field in `names` is finite (no NaN, no inf)."""
+    for n in names:
+        v = getattr(self, n)
+        if _shaped(v) and is_concrete(v) and not bool(np.all(np.isfinite(np.asarray(v)))):
+            _fail(type(self).__name__, f"`{n}` must be finite, got {np.asarray(v)}")
+
+
+def _check_noise(self) -> None:
+    """`noise_std`: a finite scalar (or array of entries) `>= 0` when concrete."""
+    ns = self.noise_std
+    if _shaped(ns) and is_concrete(ns):
+        v = np.asarray(ns)
+        if not (np.all(np.isfinite(v)) and np.all(v >= 0)):
+            _fail(type(self).__name__, f"`noise_std` must be finite and >= 0, got {v}")
+
+
+def _check_sample(key, n) -> int:
+    check_key(key)
+    return check_count(n, "n", minimum=0)
 
 
 def _fail(cls: str, msg: str):
@@ -261,8 +314,17 @@ class NormalizedRouter(_Rows):
 
     def __post_init__(self):
         _check_affine(self, "NormalizedRouter", "W", "b", min_experts=2)
-        if not float(self.scale) > 0:
-            _fail("NormalizedRouter", f"`scale` must be > 0, got {self.scale!r}")
+        s = self.scale
+        if isinstance(s, bool) or not isinstance(s, (int, float, np.number)):
+            _fail("NormalizedRouter", f"`scale` must be a number > 0, got {s!r}")
+        if not (math.isfinite(float(s)) and float(s) > 0):
+            _fail("NormalizedRouter", f"`scale` must be a finite number > 0, got {s!r}")
+        W = self.W
+        if _shaped(W) and is_concrete(W) and W.ndim >= 2:
+            zero = np.all(np.asarray(W) == 0, axis=-1)
+            if np.any(zero):
+                rows = np.argwhere(zero).ravel().tolist()
+                _fail("NormalizedRouter", f"`W` has zero rows {rows}: every row needs a direction")
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """`x: [d] -> logits: [K]`."""
@@ -322,6 +384,10 @@ class MLPExperts(_TwoLayer):
     def num_experts(self) -> int:
         return self.W1.shape[-3]
 
+    @property
+    def dim(self) -> int:
+        return self.W1.shape[-1]
+
     def __call__(self, x: jax.Array) -> jax.Array:
         """`x: [d] -> outputs: [K]`."""
         hp = jax.lax.Precision.HIGHEST
@@ -332,11 +398,6 @@ class MLPExperts(_TwoLayer):
 # ----------------------------------------------------------------------------
 # mixtures and teachers
 # ----------------------------------------------------------------------------
-
-
-def _softmax_gates(a: jax.Array, tau) -> jax.Array:
-    # log-sum-exp form: subtract the max before dividing by tau (2.3)
-    return jax.nn.softmax((a - jnp.max(a)) / tau)
 
 
 def _check_routing(cls: str, k, rho) -> None:
@@ -439,13 +500,17 @@ class MoE(_Routed):
 
     def __post_init__(self):
         _check_routing("MoE", self.k, self.combine_temperature)
+        check_same_experts(self.router, self.experts, "MoE")
         _check_k_below_K("MoE", self.router, int(self.k))
 
     def __call__(self, x: jax.Array, tau) -> jax.Array:
-        """`x: [d]`, scalar `tau > 0` -> scalar `f_tau(x)` (2.4, T.5)."""
+        """`x: [d]`, scalar `tau > 0` -> scalar `f_tau(x)` (2.4, T.5); NaN for a traced bad τ."""
+        check_tau(tau)
         if is_top1(self):
-            return jnp.sum(_softmax_gates(self.router(x), tau) * self.experts(x))
-        return jnp.sum(self.weights(x, tau) * self.experts(x))
+            out = jnp.sum(_gating.softmax_gates(self.router(x), tau) * self.experts(x))
+        else:
+            out = jnp.sum(self.weights(x, tau) * self.experts(x))
+        return poison_tau(out, tau)
 
 
 @_pytree
@@ -473,11 +538,9 @@ class Teacher(_Routed):
 
     def __post_init__(self):
         _convert_fields(self, ("noise_std",))
-        ns = self.noise_std
-        if _shaped(ns) and is_concrete(ns) and ns.ndim == 0:
-            if not float(ns) >= 0.0:
-                _fail("Teacher", f"`noise_std` must be >= 0, got {float(ns)!r}")
+        _check_noise(self)
         _check_routing("Teacher", self.k, self.combine_temperature)
+        check_same_experts(self.router, self.experts, "Teacher")
         _check_k_below_K("Teacher", self.router, int(self.k))
 
     def regression(self, x: jax.Array) -> jax.Array:
@@ -490,6 +553,8 @@ class Teacher(_Routed):
 
     def sample(self, key: jax.Array, law, n: int) -> tuple[jax.Array, jax.Array]:
         """Draw `(x: [n, d], y: [n])` with `x ~ law` and `y = f*(x) + ξ`."""
+        n = _check_sample(key, n)
+        _check_law_dim(law, input_dim(self.router), "teacher.router")
         kx, ky = jax.random.split(key)
         x = law.sample(kx, n)
         y = jax.vmap(self.regression)(x)
@@ -515,10 +580,9 @@ class LinearTarget:
 
     def __post_init__(self):
         _convert_fields(self, ("w", "c", "noise_std"))
-        ns = self.noise_std
-        if _shaped(ns) and is_concrete(ns) and ns.ndim == 0:
-            if not float(ns) >= 0.0:
-                _fail("LinearTarget", f"`noise_std` must be >= 0, got {float(ns)!r}")
+        _canonical(self, {"w": 1})
+        _finite(self, ("w", "c"))
+        _check_noise(self)
 
     def regression(self, x: jax.Array) -> jax.Array:
         """`x: [d]` -> `E[Y | X = x] = w·x + c`."""
@@ -526,6 +590,8 @@ class LinearTarget:
 
     def sample(self, key: jax.Array, law, n: int) -> tuple[jax.Array, jax.Array]:
         """Draw `(x: [n, d], y: [n])` with `x ~ law`."""
+        n = _check_sample(key, n)
+        _check_law_dim(law, self.w.shape[-1] if _shaped(self.w) else None, "target.w")
         kx, ky = jax.random.split(key)
         x = law.sample(kx, n)
         y = jax.vmap(self.regression)(x)
@@ -535,6 +601,16 @@ class LinearTarget:
 # ----------------------------------------------------------------------------
 # input laws
 # ----------------------------------------------------------------------------
+
+
+def _check_law_dim(law, d, source: str) -> None:
+    """`law.dim` must equal the input dimension `d` of `source` (skipped when unknown)."""
+    ld = getattr(law, "dim", None)
+    if d is not None and isinstance(ld, int) and ld != d:
+        raise ValueError(
+            f"`law` draws inputs of dimension {ld} but `{source}` takes d = {d}: "
+            "the law and the model must share the input dimension"
+        )
 
 
 class _Law:
@@ -574,10 +650,15 @@ class Gaussian(_Law):
                     f"expected mean [d] and cov [d, d]; got mean {self.mean.shape}, "
                     f"cov {self.cov.shape}",
                 )
-            check_cov(self.cov, "cov")  # finite, symmetric, positive definite when concrete
+            _finite(self, ("mean",))
+            try:  # finite, symmetric, positive definite when concrete
+                check_cov(self.cov, "cov")
+            except ValueError as e:
+                _fail("Gaussian", str(e))
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:
         """`n` draws, `[n, d]`."""
+        n = _check_sample(key, n)
         z = jax.random.normal(key, (n, self.dim), dtype=self.mean.dtype)
         return self.mean[None, :] + z @ _cholesky(self.cov).T
 
@@ -591,8 +672,7 @@ class Gaussian(_Law):
 
 def StandardGaussian(d: int) -> Gaussian:
     """The standard Gaussian `N(0, I_d)` as a `Gaussian` law."""
-    if int(d) < 1:
-        raise ValueError(f"`d` must be a positive dimension, got {d!r}")
+    d = check_count(d, "d", minimum=1)
     dtype = jnp.result_type(float)
     return Gaussian(mean=jnp.zeros(d, dtype), cov=jnp.eye(d, dtype=dtype))
 
@@ -613,12 +693,14 @@ class Uniform(_Law):
                     f"`low` and `high` must both have shape [d]; got {self.low.shape}, "
                     f"{self.high.shape}",
                 )
+            _finite(self, ("low", "high"))
             if is_concrete(self.low) and is_concrete(self.high):
                 if not np.all(np.asarray(self.low) < np.asarray(self.high)):
                     _fail("Uniform", "`low` must be < `high` in every coordinate")
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:
         """`n` draws, `[n, d]`."""
+        n = _check_sample(key, n)
         u = jax.random.uniform(key, (n, self.dim), dtype=self.low.dtype)
         return self.low[None, :] + u * (self.high - self.low)[None, :]
 
@@ -654,13 +736,21 @@ class GaussianMixture(_Law):
                     f"expected weights [C], means [C, d], covs [C, d, d]; got "
                     f"{self.weights.shape}, {self.means.shape}, {self.covs.shape}",
                 )
+            _finite(self, ("weights", "means"))
             if is_concrete(self.weights):
                 w = np.asarray(self.weights)
                 if np.any(w < 0) or not np.isclose(w.sum(), 1.0):
                     _fail("GaussianMixture", f"`weights` must be >= 0 and sum to 1, got {w}")
+            if is_concrete(self.covs):
+                for i, c in enumerate(self.covs):
+                    try:  # finite, symmetric, positive definite
+                        check_cov(c, f"covs[{i}]")
+                    except ValueError as e:
+                        _fail("GaussianMixture", str(e))
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:
         """`n` draws, `[n, d]`."""
+        n = _check_sample(key, n)
         kc, kz = jax.random.split(key)
         comp = jax.random.choice(kc, self.weights.shape[0], (n,), p=self.weights)
         z = jax.random.normal(kz, (n, self.dim), dtype=self.means.dtype)
@@ -671,3 +761,54 @@ class GaussianMixture(_Law):
         """Log density at `x: [d]`."""
         comps = jax.vmap(lambda m, c: Gaussian(m, c).log_prob(x))(self.means, self.covs)
         return jax.nn.logsumexp(comps, b=self.weights)
+
+
+# ----------------------------------------------------------------------------
+# flax linen modules (the one wrapper a linen router or expert bank needs)
+# ----------------------------------------------------------------------------
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class LinenModule:
+    """A flax `linen` module with its variables, as a softhard router or expert bank.
+
+    A linen module holds no parameters (they live in a separate `variables`
+    dict), so it is not itself a model pytree; this wrapper is. Its pytree
+    leaves are the arrays of `variables` (what softhard differentiates,
+    trains and builds Hessians over); the module is static (compared by
+    value, as linen modules are frozen dataclasses). `__call__(x: [d])`
+    returns `module.apply(variables, x)`: logits `[K]` for a router, the
+    `K` expert outputs for a bank. flax `nnx` modules and equinox modules
+    are pytrees already and need no wrapper.
+
+        dense = flax.linen.Dense(K)
+        router = LinenModule(dense, dense.init(key, x[0]))
+        model = MoE(router, experts)
+
+    Attributes:
+        module: the `flax.linen.Module` (static).
+        variables: its variables (`module.init(...)`), a pytree of arrays.
+    """
+
+    def __init__(self, module, variables):
+        if not callable(getattr(module, "apply", None)):
+            raise ValueError(
+                f"LinenModule: `module` must be a flax.linen.Module, got {type(module).__name__}"
+            )
+        self.module = module
+        self.variables = variables
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.module.apply(self.variables, x)
+
+    def __repr__(self) -> str:
+        return f"LinenModule({self.module!r})"
+
+    def tree_flatten_with_keys(self):
+        return ((jax.tree_util.GetAttrKey("variables"), self.variables),), self.module
+
+    @classmethod
+    def tree_unflatten(cls, module, children):
+        obj = object.__new__(cls)
+        obj.module, obj.variables = module, children[0]
+        return obj

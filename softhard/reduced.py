@@ -40,7 +40,9 @@ from ._validate import (
     check_vector,
     check_xy,
     float_dtype,
+    floor_tau,
     is_concrete,
+    poison_tau,
 )
 from .models import LinearExperts, LinearRouter, MoE, Teacher
 from .symmetry import _gl, _t_nodes, alignment, effective_operator
@@ -398,7 +400,9 @@ def reduced_risk_exact(model: ReducedModel, phi, tau):
     model = _check_model(model)
     phi = check_vector(phi, model.u.shape[0], "phi")
     check_tau(tau)
-    return _exact_risk(model, phi, tau)
+    dtype = jnp.result_type(model.cov, phi, tau)
+    # a τ below the floor is the τ → 0 limit to working precision (`_validate.floor_tau`)
+    return poison_tau(_exact_risk(model, phi, floor_tau(tau, dtype)), tau)
 
 
 class ExactLinearisation(NamedTuple):

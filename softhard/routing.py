@@ -2,7 +2,9 @@
 
 Batch conventions: `x: [N, d]`, `logits: [N, K]`. All functions are pure and
 compose with `jit`, `vmap` and `grad`; arguments are validated in Python
-(shapes always, values when they are concrete).
+(shapes always, values when they are concrete). A traced `tau` outside its
+domain (`<= 0`, NaN, inf) gives NaN gates (NaN poisoning, `_validate`); a τ
+too small for the dtype gives the hard limit (`_validate.inv_temperature`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _gating
-from ._validate import check_finite_params, check_k, check_logits, check_tau, check_x
+from ._validate import (
+    check_dim,
+    check_finite_params,
+    check_k,
+    check_logits,
+    check_tau,
+    check_x,
+    input_dim,
+    poison_tau,
+)
 
 __all__ = [
     "logits",
@@ -29,6 +40,19 @@ __all__ = [
     "pairwise_scores",
     "pair_indices",
 ]
+
+
+def _batched(fn, x: jax.Array, name: str) -> jax.Array:
+    """`vmap(fn)(x)`, a shape error (a router of another input dimension) named as such."""
+    try:
+        return jax.vmap(fn)(x)
+    except TypeError as e:
+        if "dot_general" not in str(e) and "shape" not in str(e).lower():
+            raise
+        raise ValueError(
+            f"`x` of shape {x.shape} does not fit `{name}` (x must be [N, d] with the input "
+            f"dimension d that `{name}` takes): {e}"
+        ) from e
 
 
 def logits(router, x: jax.Array) -> jax.Array:
@@ -46,9 +70,9 @@ def logits(router, x: jax.Array) -> jax.Array:
     >>> logits(r, jnp.array([[1.0, 1.0]])).tolist()
     [[1.0, 1.5]]
     """
-    x = check_x(x)
+    x = check_dim(check_x(x), input_dim(router), "x", "router")
     check_finite_params(router, "router")
-    a = jax.vmap(router)(x)
+    a = _batched(router, x, "router")
     if a.ndim != 2 or a.shape[1] < 2:
         raise ValueError(
             f"`router` must map x: [d] to logits [K] with K >= 2; got batched shape {a.shape}"
@@ -66,9 +90,9 @@ def expert_outputs(experts, x: jax.Array) -> jax.Array:
     Returns:
         `[N, K]` expert outputs.
     """
-    x = check_x(x)
+    x = check_dim(check_x(x), input_dim(experts), "x", "experts")
     check_finite_params(experts, "experts")
-    f = jax.vmap(experts)(x)
+    f = _batched(experts, x, "experts")
     if f.ndim != 2:
         raise ValueError(f"`experts` must map x: [d] to outputs [K]; got batched shape {f.shape}")
     return f
@@ -100,14 +124,18 @@ def gates(logits: jax.Array, tau, *, k: int = 1) -> jax.Array:
     logits = check_logits(logits)
     check_tau(tau)
     k = check_k(k, logits.shape[1], allow_all=True)
-    return _gating.topk_mask(logits, tau, k)
+    return poison_tau(_gating.topk_mask(logits, tau, k), tau)
 
 
 def log_gates(logits: jax.Array, tau) -> jax.Array:
-    """`log π_k^τ` (2.3), finite wherever the logits are: `[N, K]`."""
+    """`log π_k^τ` (2.3), finite wherever the logits are: `[N, K]`.
+
+    A loser's log gate is `−(a_(1) − a_k)/τ`, which is `−inf` only when that
+    overflows (τ far below the logit gaps); never NaN.
+    """
     logits = check_logits(logits)
     check_tau(tau)
-    return jax.nn.log_softmax(_gating.scaled(logits, tau), axis=-1)
+    return poison_tau(jax.nn.log_softmax(_gating.scaled(logits, tau), axis=-1), tau)
 
 
 def winner(logits: jax.Array) -> jax.Array:

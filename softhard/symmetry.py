@@ -34,6 +34,8 @@ from ._validate import (
     check_tau,
     check_vector,
     float_dtype,
+    inv_temperature,
+    poison_tau,
 )
 from .landscape._operator import LinearOperator, as_operator
 
@@ -186,8 +188,9 @@ def effective_operator(cov, u, tau, response="sign", *, scale=1.0):
     c0, c2 = response_moments(s_u, response, scale=scale)
     su = jnp.dot(cov, u, precision=_HP)
     coef = c2 / s_u**4 - c0 / s_u**2
-    M = (c0 * cov + coef * jnp.outer(su, su)) / (2.0 * tau)
-    return 0.5 * (M + M.T)
+    # × min(1/τ, max)/2 rather than /(2τ): a τ that underflows gives inf, never NaN
+    M = (c0 * cov + coef * jnp.outer(su, su)) * (0.5 * inv_temperature(tau, dtype))
+    return poison_tau(0.5 * M + 0.5 * M.T, tau)
 
 
 def effective_operator_mc(key, cov, u, tau, response="sign", *, n: int = 100_000, scale=1.0):
@@ -219,7 +222,7 @@ def effective_operator_mc(key, cov, u, tau, response="sign", *, n: int = 100_000
     def per_sample(xc):
         k = kappa(jnp.dot(xc, u, precision=_HP))
         outer = jnp.einsum("ni,nj->ijn", xc, xc, precision=_HP)
-        return k[None, None, :] * outer / (2.0 * tau)
+        return k[None, None, :] * outer * (0.5 * inv_temperature(tau, dtype))
 
     return stream_moments(per_sample, (x,), chunk_size_for(n, d * d))
 
