@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _gating
+from . import _gating, _tables
 from ._stats import (
     Estimate,
     chunk_size_for,
@@ -23,6 +23,7 @@ from ._stats import (
     stream_chunks,
     stream_moments,
 )
+from ._trees import filter_jit
 from ._validate import check_delta, check_finite_params, check_k, check_tau, check_taus, check_xy
 from .models import is_top1, routing_of
 from .routing import expert_outputs, gates, hard_gates, logits
@@ -53,6 +54,9 @@ class RiskSweep(NamedTuple):
     soft: Estimate  # [T]
     hard: Estimate  # []
     gap: Estimate  # [T]
+
+    to_dict = _tables.to_dict
+    __repr__ = _tables.table_repr
 
 
 def _routing(model, K: int):
@@ -150,6 +154,9 @@ class SweepDiagnostics(NamedTuple):
     mass: Estimate  # [T]
     ambiguity: Estimate  # [T]
     entropy: Estimate  # [T]
+
+    to_dict = _tables.to_dict
+    __repr__ = _tables.table_repr
 
 
 #: expert counts up to this are unrolled in the sweep kernel; larger ones use a scan
@@ -288,10 +295,10 @@ def _chunk_quantities(model, taus, x, y, *, full: bool, mass_factor=2.0, delta=0
     return SweepDiagnostics(soft, hard, soft - hard[None, :], mass, amb, ent)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("chunk", "full", "mesh", "axis_names", "mass_factor", "delta")
-)
+@filter_jit
 def _sweep(model, x, y, taus, chunk, full, mesh=None, axis_names=None, mass_factor=2.0, delta=0.1):
+    # filter_jit: the model's non-array leaves (an equinox activation, a flax
+    # module's static fields) and the Python arguments are static; arrays traced
     fn = functools.partial(
         _chunk_quantities, model, taus, full=full, mass_factor=mass_factor, delta=delta
     )
@@ -409,7 +416,7 @@ def diagnostic_sweep(
     )
 
 
-@functools.partial(jax.jit, static_argnames=("n", "chunk", "full", "mass_factor", "delta"))
+@filter_jit
 def _population_sweep(model, target, law, taus, key, n, chunk, full, mass_factor, delta):
     def quantities(i):
         x, y = target.sample(jax.random.fold_in(key, i), law, chunk)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -21,14 +22,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.flatten_util import ravel_pytree
 
-from .._validate import check_kind
-from ._operator import LinearOperator, _hessian_operator, as_operator, check_loss, flat_loss
-from .gauge import canonical_form, permutable, permute_experts, resolve_gauge
+from .._trees import combine, filter_jit, partition, ravel_arrays
+from .._validate import check_count, check_kind
+from ._operator import LinearOperator, _hessian_operator, as_operator, check_loss
+from .gauge import (
+    _registered,
+    canonical_form,
+    gauge_basis,
+    permutable,
+    permute_experts,
+    resolve_gauge,
+)
 from .spectra import hessian_spectrum
 
-__all__ = ["CriticalPoint", "Classification", "find_critical_points", "classify_critical_point"]
+__all__ = [
+    "CriticalPoint",
+    "CriticalSearch",
+    "Classification",
+    "SearchRun",
+    "default_grad_tol",
+    "find_critical_points",
+    "classify_critical_point",
+]
 
 
 class CriticalPoint(NamedTuple):
@@ -37,10 +53,11 @@ class CriticalPoint(NamedTuple):
     Attributes:
         params: the parameter pytree.
         loss: scalar loss value.
-        grad_norm: scalar `‖∇L‖` (Euclidean, raveled).
+        grad_norm: scalar `‖∇L‖` (Euclidean, raveled inexact-array leaves).
         count: how many initialisations converged to it (up to permutation/gauge).
         method: `"minimum"` (Adam/L-BFGS/Newton) or `"saddle"` (gradient-norm
             minimisation/Newton), the search that found it first.
+        tol: the gradient-norm tolerance it met.
     """
 
     params: object
@@ -48,6 +65,79 @@ class CriticalPoint(NamedTuple):
     grad_norm: float
     count: int
     method: str
+    tol: float = math.nan
+
+
+class SearchRun(NamedTuple):
+    """One optimiser run of `find_critical_points`, converged or not.
+
+    Attributes:
+        start: index of its starting point in `inits`.
+        method: `"minimum"` or `"saddle"`.
+        status: `"converged"` (`‖∇L‖ ≤ tol`), `"stalled"` (no trial step
+            lowers `‖∇L‖` any more: the rounding floor or a non-smooth point),
+            `"max_iters"` (the iteration cap was reached first) or
+            `"diverged"` (a non-finite loss or gradient).
+        loss: final loss.
+        grad_norm: final `‖∇L‖`.
+        tol: the gradient-norm tolerance of the run.
+        iterations: L-BFGS plus Newton iterations (minimum), or
+            Levenberg–Marquardt trials (saddle); the Adam warm-up not counted.
+        params: the final (gauge-fixed) parameters.
+    """
+
+    start: int
+    method: str
+    status: str
+    loss: float
+    grad_norm: float
+    tol: float
+    iterations: int
+    params: object
+
+
+class CriticalSearch(list):
+    """What `find_critical_points` returns: the critical points found, and every run.
+
+    A `list` of `CriticalPoint` (the converged runs, merged up to gauge and
+    permutation, sorted by loss), as before, with the attribute `runs`: every
+    `SearchRun` (start, method, status, final loss and gradient norm), so a
+    search in which nothing converged still says how close each run came.
+    `repr` summarises the statuses.
+    """
+
+    def __init__(self, points, runs):
+        super().__init__(points)
+        self.runs: list[SearchRun] = list(runs)
+
+    @property
+    def statuses(self) -> dict[str, int]:
+        """Number of runs per status."""
+        out: dict[str, int] = {}
+        for r in self.runs:
+            out[r.status] = out.get(r.status, 0) + 1
+        return out
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(self.statuses.items()))
+        best = min(self.runs, key=lambda r: r.grad_norm if math.isfinite(r.grad_norm) else math.inf)
+        return (
+            f"CriticalSearch({len(self)} critical points from {len(self.runs)} runs: {counts}; "
+            f"smallest |grad| {best.grad_norm:.3g} (tol {best.tol:.3g}))"
+        )
+
+
+def default_grad_tol(loss, dtype) -> float:
+    """Default gradient-norm tolerance `sqrt(eps) · max(1, |L|)` (`eps` of `dtype`).
+
+    `1.5e-8 · max(1, |L|)` in float64, `3.5e-4 · max(1, |L|)` in float32: the
+    gradient of a loss of size `|L|` computed in `dtype` has rounding noise
+    well below this at a critical point, and a point whose gradient is
+    larger is not one to the working precision.
+    """
+    loss = float(loss)
+    scale = max(1.0, abs(loss)) if math.isfinite(loss) else 1.0
+    return math.sqrt(float(jnp.finfo(dtype).eps)) * scale
 
 
 class Classification(NamedTuple):
@@ -55,7 +145,8 @@ class Classification(NamedTuple):
 
     Attributes:
         kind: `"minimum"`, `"strict saddle"` (λ_min < −tol; includes maxima),
-            `"degenerate"` (|λ_min| ≤ tol) or `"not critical"` (‖∇L‖ > grad_tol).
+            `"degenerate"` (|λ_min| ≤ tol) or `"not critical"` (‖∇L‖ > grad_tol:
+            the spectrum is still reported, but the point is no critical point).
         lambda_min: smallest (gauge-fixed) Hessian eigenvalue.
         lambda_max: largest (gauge-fixed) Hessian eigenvalue.
         grad_norm: `‖∇L‖` (NaN when an operator was classified: no gradient).
@@ -63,6 +154,7 @@ class Classification(NamedTuple):
             when only the extreme eigenvalues were computed).
         tol: the eigenvalue tolerance used.
         gauge_dim: number of gauge directions projected out.
+        grad_tol: the gradient-norm tolerance used (NaN for an operator).
     """
 
     kind: str
@@ -72,6 +164,7 @@ class Classification(NamedTuple):
     num_negative: int
     tol: float
     gauge_dim: int
+    grad_tol: float = math.nan
 
 
 # ----------------------------------------------------------------------------
@@ -89,34 +182,41 @@ def _num_experts_of(params):
 
 def _same_point(p, q, tol) -> bool:
     """Whether `p` and `q` coincide up to gauge and expert permutation."""
-    a = np.asarray(ravel_pytree(canonical_form(p))[0])
+    a = np.asarray(ravel_arrays(canonical_form(p))[0])
     scale = 1.0 + np.linalg.norm(a)
     K = _num_experts_of(q)
     perms = [None] if K is None or K > 7 else itertools.permutations(range(K))
     for perm in perms:
         qq = q if perm is None else permute_experts(q, perm)
-        b = np.asarray(ravel_pytree(canonical_form(qq))[0])
+        b = np.asarray(ravel_arrays(canonical_form(qq))[0])
         if np.linalg.norm(a - b) <= tol * scale:
             return True
     return False
 
 
 # ----------------------------------------------------------------------------
-# the optimiser runs (on raveled vectors)
+# the optimiser runs (on raveled vectors of the inexact-array leaves)
 # ----------------------------------------------------------------------------
-
-
-def _call_with(loss_fn, args, p):
-    return loss_fn(p, *args)
+#
+# Every compiled run is a `filter_jit` function: the model's non-array leaves
+# (an equinox activation, a flax module's static fields), `loss_fn` and the
+# Python step counts are static, arrays are traced; the optimisers see only the
+# raveled inexact-array leaves (`ravel_arrays`).
 
 
 def _flat_with(loss_fn, params, args):
-    """`flat_loss` of `p ↦ loss_fn(p, *args)`."""
-    return flat_loss(functools.partial(_call_with, loss_fn, args), params)
+    """`(f, flat, unravel)`: `f(p) = loss_fn(unravel(p), *args)` on the raveled arrays."""
+    flat, unravel = ravel_arrays(params)
+
+    def f(p):
+        return loss_fn(unravel(p), *args)
+
+    return f, flat, unravel
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "steps", "learning_rate"))
+@filter_jit
 def _adam_run(loss_fn, params, args, steps, learning_rate):
+    """`steps` Adam steps from `params`: the raveled `[P]` end point."""
     # optimisers run on the raveled vector: tree utilities that reduce leaves to
     # scalars cannot rebuild shape-validated model dataclasses
     f, flat, unravel = _flat_with(loss_fn, params, args)
@@ -128,12 +228,12 @@ def _adam_run(loss_fn, params, args, steps, learning_rate):
         return (optax.apply_updates(p, u), s), None
 
     (p, _), _ = jax.lax.scan(body, (flat, opt.init(flat)), None, length=steps)
-    return unravel(p)
+    return p
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "max_iters"))
+@filter_jit
 def _lbfgs_run(loss_fn, params, args, tol, max_iters):
-    """`optax.lbfgs` (backtracking line search) on `L` until `‖∇L‖ ≤ tol`."""
+    """`optax.lbfgs` (backtracking line search) until `‖∇L‖ ≤ tol`: `(flat [P], iterations)`."""
     f, flat, unravel = _flat_with(loss_fn, params, args)
     opt = optax.lbfgs(
         linesearch=optax.scale_by_backtracking_linesearch(
@@ -153,11 +253,11 @@ def _lbfgs_run(loss_fn, params, args, tol, max_iters):
         u, s = opt.update(g, s, p, value=value, grad=g, value_fn=f)
         return optax.apply_updates(p, u), s, it + 1
 
-    p, _, _ = jax.lax.while_loop(cond, body, (flat, opt.init(flat), 0))
-    return unravel(p)
+    p, _, it = jax.lax.while_loop(cond, body, (flat, opt.init(flat), 0))
+    return p, it
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn",))
+@filter_jit
 def _levenberg_marquardt(loss_fn, params, args, tol, steps):
     """Minimise `½‖∇L‖²` by Levenberg–Marquardt on `∇L = 0` (Jacobian `∇²L`).
 
@@ -168,6 +268,10 @@ def _levenberg_marquardt(loss_fn, params, args, tol, steps):
     critical point of any index) once `μ → 0`, a descent method for `‖∇L‖`
     far from one. Exact null directions (gauge, `λ_i = 0`) are never moved
     along. `steps` trials at most, in one `lax.while_loop`.
+
+    Returns `(flat params [P], ‖∇L‖, stalled, trials)` (compiled functions
+    return arrays only; the caller unravels); `stalled` is True when `μ`
+    outgrew `1e30 · max|λ|²` (no step lowers `‖∇L‖`: the rounding floor).
     """
     f, flat, unravel = _flat_with(loss_fn, params, args)
 
@@ -180,10 +284,13 @@ def _levenberg_marquardt(loss_fn, params, args, tol, steps):
     scale0 = jnp.maximum(jnp.max(jnp.abs(vals0)), jnp.finfo(flat.dtype).tiny)
     mu0 = 1e-4 * scale0**2
 
+    def stuck(c):
+        scale = jnp.maximum(jnp.max(jnp.abs(c[2])), jnp.finfo(flat.dtype).tiny)
+        return c[5] >= 1e30 * scale**2
+
     def cond(c):
         _, _, _, _, gn, mu, it = c
-        scale = jnp.maximum(jnp.max(jnp.abs(c[2])), jnp.finfo(flat.dtype).tiny)
-        return (it < steps) & (gn > 1e-3 * tol) & jnp.isfinite(gn) & (mu < 1e30 * scale**2)
+        return (it < steps) & (gn > 1e-3 * tol) & jnp.isfinite(gn) & ~stuck(c)
 
     def body(c):
         p, g, vals, vecs, gn, mu, it = c
@@ -205,14 +312,75 @@ def _levenberg_marquardt(loss_fn, params, args, tol, steps):
         )
 
     out = jax.lax.while_loop(cond, body, (flat, g0, vals0, vecs0, gn0, mu0, 0))
-    return unravel(out[0]), out[4]
+    return out[0], out[4], stuck(out), out[6]
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn",))
+@filter_jit
 def _value_and_grad_norm(loss_fn, params, args):
     f, flat, _ = _flat_with(loss_fn, params, args)
     v, g = jax.value_and_grad(f)(flat)
     return v, jnp.linalg.norm(g)
+
+
+def _dtype_of(params):
+    return ravel_arrays(params)[0].dtype
+
+
+def _check_tol(tol, name: str):
+    if tol is None:
+        return None
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not tol > 0:
+        raise ValueError(
+            f"`{name}` must be a number > 0 or None (scaled to the dtype), got {tol!r}"
+        )
+    return float(tol)
+
+
+def _check_params_loss(loss_fn, params, args):
+    """`check_loss` on the inexact-array leaves of `params` (the rest are static)."""
+    arrays, static = partition(params)
+    check_loss(lambda a: loss_fn(combine(a, static), *args), arrays)
+
+
+def _status(gn, loss, tol, stalled) -> str:
+    if gn <= tol:
+        return "converged"
+    if not (math.isfinite(gn) and math.isfinite(loss)):
+        return "diverged"
+    return "stalled" if stalled else "max_iters"
+
+
+def _search(loss_fn, p0, args, method, tol, opts):
+    """One run from `p0`: `(params, loss, ‖∇L‖, tol, stalled, iterations)`."""
+    # the gauge-fixed representative between stages: for a scale-invariant
+    # router (NormalizedRouter) the raw gradient shrinks as the rows grow,
+    # which would fake convergence
+    p = canonical_form(p0)
+    dtype = _dtype_of(p)
+    unravel = ravel_arrays(p)[1]
+    if method == "minimum":
+        if opts["adam_steps"] > 0:
+            p = unravel(_adam_run(loss_fn, p, args, opts["adam_steps"], opts["learning_rate"]))
+        p = canonical_form(p)
+    run_tol = tol
+    if run_tol is None:
+        run_tol = default_grad_tol(_value_and_grad_norm(loss_fn, p, args)[0], dtype)
+    t = jnp.asarray(run_tol, dtype)
+    iters = 0
+    if method == "minimum":
+        v, it = _lbfgs_run(loss_fn, p, args, t, opts["max_iters"])
+        iters += int(it)
+        v, _, stalled, it = _levenberg_marquardt(
+            loss_fn, canonical_form(unravel(v)), args, t, opts["newton_steps"]
+        )
+    else:
+        v, _, stalled, it = _levenberg_marquardt(loss_fn, p, args, t, opts["saddle_steps"])
+    iters += int(it)
+    p = canonical_form(unravel(v))
+    value, gn = (float(v) for v in _value_and_grad_norm(loss_fn, p, args))
+    if tol is None:  # the default at the final loss (the scale the verdict is read at)
+        run_tol = default_grad_tol(value, dtype)
+    return p, value, gn, run_tol, bool(stalled), iters
 
 
 def find_critical_points(
@@ -221,15 +389,15 @@ def find_critical_points(
     *,
     args: tuple = (),
     kind: str = "minimum",
-    tol: float = 1e-8,
+    tol: float | None = None,
     adam_steps: int = 300,
     learning_rate: float = 1e-2,
     max_iters: int = 2000,
     newton_steps: int = 30,
     saddle_steps: int = 200,
     dedup_tol: float = 1e-5,
-) -> list[CriticalPoint]:
-    """Critical points of `loss_fn` from a list of starting points, deduplicated.
+) -> CriticalSearch:
+    """Critical points of `loss_fn` from a list of starting points, deduplicated, and every run.
 
     * `kind="minimum"`: Adam (`adam_steps`, `optax.adam`), then L-BFGS
       (`optax.lbfgs`, backtracking line search) until `‖∇L‖ ≤ tol`, then
@@ -242,24 +410,35 @@ def find_critical_points(
       Hessian are never moved along.
     * `kind="any"`: both searches from every start.
 
-    A run counts when it reaches `‖∇L‖ ≤ tol` (the default `1e-8` needs
-    float64). Points are returned in their gauge-fixed form
-    (`canonical_router`: linear router output rows centred; `NormalizedRouter`
-    rows of unit length, where the raw gradient and Hessian scale with
-    `1/‖w_k‖`). Runs that reach the same point up to the router gauge and an
-    expert relabelling (`permute_experts`, registered models, `K ≤ 7`) are
-    merged (relative distance `≤ dedup_tol`).
+    A run counts as converged when it reaches `‖∇L‖ ≤ tol`; the default
+    (`tol=None`) is `default_grad_tol`: `sqrt(eps) · max(1, |L|)` in the
+    parameters' dtype at the run's final loss (`1.5e-8 · max(1, |L|)` in
+    float64, `3.5e-4 · max(1, |L|)` in float32), the level
+    `classify_critical_point` checks by default. Every run is reported
+    (`CriticalSearch.runs`) with its status (`"converged"`, `"stalled"`,
+    `"max_iters"`, `"diverged"`), final loss and gradient norm; a
+    `RuntimeWarning` says so when no run converged.
 
-    Dense Newton steps make this a tool for small models (`P` up to a few
-    thousand); the optimiser loops are jitted once per `loss_fn` object, so
-    pass changing data (a temperature, a sample) through `args`.
+    Points are returned in their gauge-fixed form (`canonical_router`: linear
+    router output rows centred; `NormalizedRouter` rows of unit length,
+    where the raw gradient and Hessian scale with `1/‖w_k‖`). Converged runs
+    that reach the same point up to the router gauge and an expert
+    relabelling (`permute_experts`, registered models, `K ≤ 7`) are merged
+    (relative distance `≤ dedup_tol`).
+
+    Parameters are the inexact-array leaves of the pytree
+    (`softhard._trees.ravel_arrays`); function, integer and other leaves of
+    an equinox or flax model are carried unchanged. Dense Newton steps make
+    this a tool for small models (`P` up to a few thousand); the optimiser
+    loops are jitted once per `loss_fn` object, so pass changing data (a
+    temperature, a sample) through `args`.
 
     Args:
         loss_fn: `(params, *args) -> scalar`.
         inits: a sequence of parameter pytrees (starting points).
         args: extra arguments passed to `loss_fn` (traced, no recompilation).
         kind: `"minimum"`, `"saddle"` or `"any"`.
-        tol: gradient-norm tolerance.
+        tol: gradient-norm tolerance `> 0`, or `None` (scaled to the dtype and the loss).
         adam_steps, learning_rate: the Adam warm-up (minima only).
         max_iters: L-BFGS iteration cap.
         newton_steps: Newton polishing iteration cap (minima).
@@ -267,43 +446,47 @@ def find_critical_points(
         dedup_tol: relative distance below which two points are the same.
 
     Returns:
-        list of `CriticalPoint`, sorted by loss.
+        `CriticalSearch`: a list of `CriticalPoint` (converged, merged, sorted
+        by loss) whose `.runs` lists every `SearchRun`.
     """
     check_kind(kind, "kind", ("minimum", "saddle", "any"))
     if not isinstance(inits, (list, tuple)) or len(inits) == 0:
         raise ValueError("`inits` must be a non-empty list of parameter pytrees")
-    if not tol > 0:
-        raise ValueError(f"`tol` must be > 0, got {tol!r}")
+    tol = _check_tol(tol, "tol")
+    opts = {
+        "adam_steps": check_count(adam_steps, "adam_steps", minimum=0),
+        "learning_rate": float(learning_rate),
+        "max_iters": check_count(max_iters, "max_iters", minimum=1),
+        "newton_steps": check_count(newton_steps, "newton_steps", minimum=0),
+        "saddle_steps": check_count(saddle_steps, "saddle_steps", minimum=1),
+    }
     args = tuple(args)
-    check_loss(functools.partial(_call_with, loss_fn, args), inits[0])
+    _check_params_loss(loss_fn, inits[0], args)
     methods = ["minimum", "saddle"] if kind == "any" else [kind]
     found: list[CriticalPoint] = []
-    for p0 in inits:
+    runs: list[SearchRun] = []
+    for start, p0 in enumerate(inits):
         for method in methods:
-            # the gauge-fixed representative between stages: for a scale-invariant
-            # router (NormalizedRouter) the raw gradient shrinks as the rows grow,
-            # which would fake convergence
-            p = canonical_form(p0)
-            if method == "minimum":
-                if adam_steps > 0:
-                    p = _adam_run(loss_fn, p, args, int(adam_steps), float(learning_rate))
-                p = _lbfgs_run(loss_fn, canonical_form(p), args, tol, int(max_iters))
-                p, gn = _levenberg_marquardt(
-                    loss_fn, canonical_form(p), args, tol, int(newton_steps)
-                )
-            else:
-                p, gn = _levenberg_marquardt(loss_fn, p, args, tol, int(saddle_steps))
-            p = canonical_form(p)
-            value, gn = (float(v) for v in _value_and_grad_norm(loss_fn, p, args))
-            if not gn <= tol:
+            p, value, gn, run_tol, stalled, iters = _search(loss_fn, p0, args, method, tol, opts)
+            status = _status(gn, value, run_tol, stalled)
+            runs.append(SearchRun(start, method, status, value, gn, run_tol, iters, p))
+            if status != "converged":
                 continue
             for i, c in enumerate(found):
                 if _same_point(p, c.params, dedup_tol):
                     found[i] = c._replace(count=c.count + 1)
                     break
             else:
-                found.append(CriticalPoint(p, value, gn, 1, method))
-    return sorted(found, key=lambda c: c.loss)
+                found.append(CriticalPoint(p, value, gn, 1, method, run_tol))
+    result = CriticalSearch(sorted(found, key=lambda c: c.loss), runs)
+    if not found:
+        warnings.warn(
+            f"find_critical_points: no run reached its gradient tolerance; {result!r}. "
+            "See `.runs` for each run's status, loss and gradient norm.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return result
 
 
 # ----------------------------------------------------------------------------
@@ -311,12 +494,13 @@ def find_critical_points(
 # ----------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn",))
+@filter_jit
 def _dense_classify(loss_fn, params, args, G):
-    """`‖∇L‖` and the (gauge-fixed) dense spectrum, in one compiled call."""
-    f = functools.partial(_call_with, loss_fn, args)
-    gn = jnp.linalg.norm(ravel_pytree(jax.grad(f)(params))[0])
-    return gn, jnp.linalg.eigvalsh(_hessian_operator(f, params, G).restricted(None)[0])
+    """`L`, `‖∇L‖` and the (gauge-fixed) dense spectrum, in one compiled call."""
+    f, flat, _ = _flat_with(loss_fn, params, args)
+    value, g = jax.value_and_grad(f)(flat)
+    vals = jnp.linalg.eigvalsh(_hessian_operator(f, flat, G).restricted(None)[0])
+    return value, jnp.linalg.norm(g), vals
 
 
 def _operator_spectrum(op: LinearOperator, dense_limit: int):
@@ -326,25 +510,44 @@ def _operator_spectrum(op: LinearOperator, dense_limit: int):
     return hessian_spectrum(op, None, 1, which="both").eigenvalues, False
 
 
+def _unregistered_router(params) -> bool:
+    router = getattr(params, "router", params)
+    return callable(router) and not _registered(gauge_basis, router)
+
+
 def classify_critical_point(
     loss_fn,
     params=None,
     tol=None,
     *,
     gauge="auto",
+    gauge_x=None,
     grad_tol=None,
     args: tuple = (),
     dense_limit: int = 4000,
 ) -> Classification:
-    """Minimum, strict saddle or degenerate, from the (gauge-fixed) Hessian spectrum.
+    """Not critical, minimum, strict saddle or degenerate, from `‖∇L‖` and the gauge-fixed spectrum.
 
-    A critical point is a *strict saddle* when `λ_min(∇²L) < 0` (Theorem 5.17);
-    here `λ_min < −tol` gives `"strict saddle"` (local maxima included),
-    `λ_min > tol` gives `"minimum"`, and otherwise `"degenerate"`. The gauge
-    directions (`gauge_directions`) are exact null vectors of the Hessian of
-    a softmax-routed model at a critical point, so by default
+    A point is classified only when it is critical: `‖∇L‖ ≤ grad_tol`, by
+    default `default_grad_tol` = `sqrt(eps) · max(1, |L|)` in the
+    parameters' dtype (`1.5e-8 · max(1, |L|)` in float64, `3.5e-4 ·
+    max(1, |L|)` in float32, the tolerance `find_critical_points` uses);
+    otherwise `kind = "not critical"` (with its `grad_norm`; the spectrum is
+    still reported). Pass `grad_tol=math.inf` to read the curvature of a
+    non-critical point. At a critical point, `λ_min(∇²L) < 0` makes it a
+    *strict saddle* (Theorem 5.17): `λ_min < −tol` gives `"strict saddle"`
+    (local maxima included), `λ_min > tol` gives `"minimum"`, and otherwise
+    `"degenerate"`.
+
+    The gauge directions (`gauge_directions`) are exact null vectors of the
+    Hessian of a softmax-routed model at a critical point, so by default
     (`gauge="auto"`) the spectrum is taken on their orthogonal complement;
     with `gauge=None` a minimum of a linear router is reported `"degenerate"`.
+    `"auto"` knows the built-in (and registered) routers analytically; for
+    any other router (an equinox or flax one) pass a sample `gauge_x=x`: its
+    gauge is then found numerically (`gauge_directions(params, x=gauge_x)`).
+    Without it such a router has no gauge projected out, so its minima read
+    `"degenerate"` (a `RuntimeWarning` says so).
 
     `loss_fn` may also be a `LinearOperator` (e.g. `hessian_operator(...,
     gauge=G)`) or a symmetric matrix, with `params=None`: the Hessian is then
@@ -353,36 +556,45 @@ def classify_critical_point(
 
     Args:
         loss_fn: `(params, *args) -> scalar`, or an operator or a matrix.
-        params: the candidate critical point (with a loss function).
+        params: the candidate critical point (with a loss function); its
+            inexact-array leaves are the parameters.
         tol: eigenvalue tolerance (default `sqrt(eps) · max(1, max|λ|)`:
             `1.5e-8` relative in float64).
         gauge: `"auto"`, `None` or a `[P, G]` basis.
-        grad_tol: when given, `‖∇L‖ > grad_tol` gives `"not critical"`.
+        gauge_x: `[N, d]` sample for the numerical gauge of an unregistered
+            router (only with `gauge="auto"`).
+        grad_tol: gradient-norm tolerance `> 0` (`None`: the default above).
         args: extra arguments, `loss_fn(params, *args)`; the dense path is
             compiled once per `loss_fn` object, so pass changing data here.
         dense_limit: above this many (gauge-fixed) parameters the extreme
             eigenvalues come from Lanczos (`num_negative` is then `-1`).
 
     Returns:
-        `Classification(kind, lambda_min, lambda_max, grad_norm, num_negative, tol, gauge_dim)`.
+        `Classification(kind, lambda_min, lambda_max, grad_norm, num_negative, tol,
+        gauge_dim, grad_tol)`.
     """
     args = tuple(args)
     if callable(loss_fn):  # a loss; an operator or a matrix is not callable
-        f = functools.partial(_call_with, loss_fn, args)
-        check_loss(f, params)
-        G = resolve_gauge(gauge, params)
-        flat = ravel_pytree(params)[0]
+        grad_tol = _check_tol(grad_tol, "grad_tol")
+        _check_params_loss(loss_fn, params, args)
+        G = resolve_gauge(gauge, params, gauge_x)
+        f, flat, _ = _flat_with(loss_fn, params, args)
         dtype, gdim = flat.dtype, 0 if G is None else int(G.shape[1])
         if flat.shape[0] - gdim <= dense_limit:
-            (gn, vals), full = _dense_classify(loss_fn, params, args, G), True
+            (value, gn, vals), full = _dense_classify(loss_fn, params, args, G), True
         else:
-            gn = jnp.linalg.norm(ravel_pytree(jax.grad(f)(params))[0])
-            vals, full = _operator_spectrum(_hessian_operator(f, params, G), dense_limit)
+            value, g = jax.value_and_grad(f)(flat)
+            gn = jnp.linalg.norm(g)
+            vals, full = _operator_spectrum(_hessian_operator(f, flat, G), dense_limit)
+        if grad_tol is None:
+            grad_tol = default_grad_tol(value, dtype)
     else:
         if grad_tol is not None:
             raise ValueError("`grad_tol` needs a loss function: an operator has no gradient")
+        if gauge_x is not None:
+            raise ValueError("`gauge_x` needs a loss function and its parameters")
         op = as_operator(loss_fn, params, gauge=gauge)
-        gn, dtype, gdim = math.nan, op.dtype, op.gauge_dim
+        gn, dtype, gdim, grad_tol = math.nan, op.dtype, op.gauge_dim, math.nan
         vals, full = _operator_spectrum(op, dense_limit)
     gn, vals = float(gn), np.asarray(vals)
     lmin, lmax = float(vals[0]), float(vals[-1])
@@ -393,12 +605,23 @@ def classify_critical_point(
     if not tol >= 0:
         raise ValueError(f"`tol` must be >= 0, got {tol!r}")
     nneg = int(np.sum(vals < -tol)) if full else -1
-    if grad_tol is not None and gn > float(grad_tol):
+    if callable(loss_fn) and not gn <= grad_tol:  # a NaN gradient is not critical either
         kind = "not critical"
-    elif lmin < -tol:
-        kind = "strict saddle"
-    elif lmin > tol:
-        kind = "minimum"
     else:
-        kind = "degenerate"
-    return Classification(kind, lmin, lmax, gn, nneg, tol, gdim)
+        kind = "strict saddle" if lmin < -tol else "minimum" if lmin > tol else "degenerate"
+    if (
+        kind == "degenerate"
+        and callable(loss_fn)
+        and isinstance(gauge, str)
+        and gauge_x is None
+        and gdim == 0
+        and _unregistered_router(params)
+    ):
+        warnings.warn(
+            "classify_critical_point: the router has no registered gauge and no `gauge_x` "
+            "sample was given, so no gauge direction was projected out; pass `gauge_x=x` "
+            "to find it numerically",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return Classification(kind, lmin, lmax, gn, nneg, tol, gdim, float(grad_tol))

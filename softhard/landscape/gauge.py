@@ -24,6 +24,7 @@ be permuted (a `ValueError` that says what to register).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from .._trees import partition, ravel_arrays
 from .._validate import check_x
 from ..models import LinearExperts, LinearRouter, MLPExperts, MLPRouter, NormalizedRouter
 
@@ -73,8 +75,21 @@ def gauge_basis(router) -> jax.Array | None:
 def _columns(router, updates) -> jax.Array:
     """Stack `ravel(replace(zeros_like(router), **u))` over the field updates `u`."""
     z = jax.tree.map(jnp.zeros_like, router)
-    cols = [ravel_pytree(dataclasses.replace(z, **u(z)))[0] for u in updates]
+    cols = [ravel_pytree(_tangent(z, u(z)))[0] for u in updates]
     return jnp.stack(cols, axis=1)
+
+
+def _tangent(z, fields: dict):
+    """`z` with `fields` replaced, without the constructor's checks.
+
+    A gauge column is a tangent vector, not a router: a translation of one
+    row of a `NormalizedRouter` has zero rows elsewhere, which the constructor
+    rightly refuses for a model (as `jax.grad` cotangents skip it).
+    """
+    out = copy.copy(z)
+    for name, value in fields.items():
+        object.__setattr__(out, name, value)
+    return out
 
 
 def _translations(router, w: str, b: str) -> jax.Array:
@@ -106,21 +121,53 @@ def _(router):
 
 
 def _numeric_gauge(router, x, rtol) -> jax.Array:
-    """Null space `[p_r, G]` of the Jacobian of the centred logits over a sample."""
-    flat, unravel = ravel_pytree(router)
+    """Null space `[p_r, G]` of the Jacobian of the centred logits over a sample.
+
+    Differentiates in the inexact-array leaves of `router` only (`ravel_arrays`),
+    so an equinox or flax router with function or integer leaves works. The
+    cut-off is `rtol · s_max`, `rtol` by default `default_rtol(dtype, J.shape)`.
+    """
+    flat, unravel = ravel_arrays(router)
 
     def centred(p):
         a = jax.vmap(unravel(p))(x)
         return (a - jnp.mean(a, axis=-1, keepdims=True)).ravel()
 
     J = jax.jacfwd(centred)(flat)  # [n K, p_r]
+    if rtol is None:
+        rtol = default_rtol(flat.dtype, J.shape)
     _, s, vt = jnp.linalg.svd(J, full_matrices=True)
     s_full = jnp.zeros(flat.shape[0], s.dtype).at[: s.shape[0]].set(s)
     null = np.asarray(s_full <= rtol * (s[0] if s.size else 1.0))
     return vt[null].T
 
 
-def gauge_directions(model, *, x: jax.Array | None = None, rtol: float = 1e-8) -> jax.Array:
+def default_rtol(dtype, shape) -> float:
+    """Default relative cut-off of the numerical gauge: `10 · max(m, p) · eps`, `J: [m, p]`.
+
+    The rounding level of the singular values of a Jacobian computed in
+    `dtype` (as in `numpy.linalg.matrix_rank`, with a factor 10 of headroom):
+    `1.8e-3` in float32 and `3.4e-12` in float64 at `m = 1536`. Exact
+    invariances have singular values at this level in either precision; a
+    larger `rtol` also counts nearly flat (not invariant) directions as gauge,
+    which would hide their curvature from the spectrum.
+    """
+    return 10.0 * max(int(d) for d in shape) * float(jnp.finfo(dtype).eps)
+
+
+def _check_rtol(rtol):
+    if rtol is None:
+        return None
+    if not (isinstance(rtol, (int, float, np.floating)) and not isinstance(rtol, bool)):
+        raise ValueError(f"`rtol` must be a positive number or None, got {rtol!r}")
+    if not (0 < float(rtol) < 1):
+        raise ValueError(
+            f"`rtol` must be in (0, 1) (a relative singular-value cut-off), got {rtol!r}"
+        )
+    return float(rtol)
+
+
+def gauge_directions(model, *, x: jax.Array | None = None, rtol: float | None = None) -> jax.Array:
     """Orthonormal basis of the router gauge directions in raveled parameter space.
 
     Softmax gates (2.3) are unchanged when one function `c(x)` is added to
@@ -147,10 +194,17 @@ def gauge_directions(model, *, x: jax.Array | None = None, rtol: float = 1e-8) -
     below `rtol · s_max` (this also finds other exact invariances, e.g. dead
     units). Without `x` an unregistered router contributes no directions.
 
+    Rows are positions in the raveled *inexact-array* leaves of `model`
+    (`softhard._trees.ravel_arrays`): function, integer and other static
+    leaves of an equinox or flax model are not parameters.
+
     Args:
         model: a router, an MoE-like pytree, or any pytree holding routers.
         x: optional `[N, d]` sample for the numerical null space.
-        rtol: relative singular-value cut-off of the numerical null space.
+        rtol: relative singular-value cut-off of the numerical null space, in
+            `(0, 1)`; default `None` scales it to the dtype and the Jacobian's
+            size (`default_rtol`: `10 · max(m, p) · eps`, so float32 finds the
+            same gauge as float64).
 
     Returns:
         `[P, G]` with orthonormal columns (`G = 0` when there is no gauge).
@@ -159,6 +213,7 @@ def gauge_directions(model, *, x: jax.Array | None = None, rtol: float = 1e-8) -
     >>> gauge_directions(LinearRouter(W=jnp.ones((3, 2)), b=jnp.zeros(3))).shape
     (9, 3)
     """
+    rtol = _check_rtol(rtol)
     custom = None
     if x is not None:
         x = check_x(x)
@@ -170,12 +225,12 @@ def gauge_directions(model, *, x: jax.Array | None = None, rtol: float = 1e-8) -
         return (custom is not None and node is custom) or _registered(gauge_basis, node)
 
     nodes = jax.tree_util.tree_flatten(model, is_leaf=is_router)[0]
-    flat, _ = ravel_pytree(model)
+    flat, _ = ravel_arrays(model)
     P = flat.shape[0]
     blocks = []
     offset = 0
     for node in nodes:
-        size = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(node))
+        size = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(partition(node)[0]))
         if custom is not None and node is custom:
             basis = _numeric_gauge(node, x[:512].astype(flat.dtype), rtol)
         else:
@@ -201,14 +256,21 @@ def check_basis(gauge, P: int):
     return jnp.linalg.qr(G)[0]
 
 
-def resolve_gauge(gauge, params):
-    """`gauge` (`None`, `"auto"` or a `[P, G]` basis) as `None` or an orthonormal basis."""
+def resolve_gauge(gauge, params, x=None):
+    """`gauge` (`None`, `"auto"` or a `[P, G]` basis) as `None` or an orthonormal basis.
+
+    `"auto"` is `gauge_directions(params, x=x)`: the registered routers'
+    analytic gauge, or with a sample `x` the numerical gauge of
+    `params.router` (what an unregistered, e.g. equinox, router needs).
+    """
     if isinstance(gauge, str):
         if gauge != "auto":
             raise ValueError(f"`gauge` must be None, 'auto' or a [P, G] basis, got {gauge!r}")
-        G = gauge_directions(params)
+        G = gauge_directions(params, x=x)
         return G if G.shape[1] > 0 else None
-    return check_basis(gauge, ravel_pytree(params)[0].shape[0])
+    if x is not None:
+        raise ValueError("`gauge_x` is used only with gauge='auto'")
+    return check_basis(gauge, ravel_arrays(params)[0].shape[0])
 
 
 # ----------------------------------------------------------------------------

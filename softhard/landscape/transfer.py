@@ -14,9 +14,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from .._stats import Estimate
+from .._trees import combine, filter_jit, partition, ravel_arrays
 from .._validate import check_finite_params, check_taus, check_xy
 from ..coarea import kernel_bandwidth, kernel_smoothed_mean
 from ..models import require_top1
@@ -54,7 +54,7 @@ def _top_two_sorted(a: jax.Array):
     return jnp.min(idx, axis=1), jnp.max(idx, axis=1)
 
 
-@jax.jit
+@filter_jit
 def _shape_integrand(model, x, y):
     """Scores `s = a_i − a_j` `[N]` of the top two `i < j` and `g = D ∇_φ s` `[N, Pφ]`."""
     a = jax.vmap(model.router)(x)  # [N, K]
@@ -65,7 +65,7 @@ def _shape_integrand(model, x, y):
     fi = jnp.take_along_axis(f, i[:, None], 1)[:, 0]
     fj = jnp.take_along_axis(f, j[:, None], 1)[:, 0]
     contrast = (y - fi) ** 2 - (y - fj) ** 2  # D_ji (5.7)
-    flat, unravel = ravel_pytree(model.router)
+    flat, unravel = ravel_arrays(model.router)
 
     def score(p, xn, ii, jj):
         out = unravel(p)(xn)
@@ -125,7 +125,7 @@ def hard_risk_gradient(
     logits(model.router, x[:1])  # validates the router's output shape
     expert_outputs(model.experts, x[:1])
     s, g = _shape_integrand(model, x, y)
-    flat, unravel = ravel_pytree(model.router)
+    flat, unravel = ravel_arrays(model.router)
     est = kernel_smoothed_mean(s, g, bandwidth=bandwidth)
     value, stderr = est.value, est.stderr
     if bias_check:
@@ -133,6 +133,12 @@ def hard_risk_gradient(
         wide = kernel_smoothed_mean(s, g, bandwidth=2.0 * jnp.asarray(h, g.dtype))
         stderr = jnp.sqrt(stderr**2 + (wide.value - value) ** 2)
     return Estimate(unravel(value.astype(flat.dtype)), unravel(stderr.astype(flat.dtype)))
+
+
+def _array_grad(fn, model, *args):
+    """`∇ fn(model, *args)` in the inexact-array leaves of `model` (`None` at the others)."""
+    params, static = partition(model)
+    return jax.grad(lambda p: fn(combine(p, static), *args))(params)
 
 
 def loglog_slope(taus, values) -> float:
@@ -172,13 +178,13 @@ def transfer_gap(model, x: jax.Array, y: jax.Array, taus: jax.Array, *, bandwidt
     x, y = check_xy(x, y)
     taus = check_taus(taus)
     hard_r = hard_risk_gradient(model, x, y, bandwidth=bandwidth)
-    hr, _ = ravel_pytree(hard_r.value)
-    hse, _ = ravel_pytree(hard_r.stderr)
-    he = ravel_pytree(jax.grad(hard_risk)(model, x, y).experts)[0]
+    hr, _ = ravel_arrays(hard_r.value)
+    hse, _ = ravel_arrays(hard_r.stderr)
+    he = ravel_arrays(_array_grad(hard_risk, model, x, y).experts)[0]
 
     def soft(t):
-        g = jax.grad(soft_risk)(model, x, y, t)
-        return ravel_pytree(g.router)[0], ravel_pytree(g.experts)[0]
+        g = _array_grad(soft_risk, model, x, y, t)
+        return ravel_arrays(g.router)[0], ravel_arrays(g.experts)[0]
 
     sr, se = jax.lax.map(soft, taus.astype(hr.dtype))  # [T, Pφ], [T, Pθ]
     dr = sr - hr[None, :]
