@@ -29,9 +29,16 @@ The Theorem 5.17 experiment runner and its printer live in
 `softhard.diagnostics.saddles`; `NormalizedRouter` (re-exported here) in
 `softhard.models`.
 
-Parameter vectors are *raveled* with `jax.flatten_util.ravel_pytree` (leaf
-order of `jax.tree_util.tree_leaves`): Hessians are `[P, P]`, eigenvectors and
-gauge bases have `P` rows in that order.
+Parameter vectors are *raveled* over their inexact-array leaves only
+(`softhard._trees.ravel_arrays`, leaf order of `jax.tree_util.tree_leaves`;
+functions and other static leaves are carried): Hessians are `[P, P]`,
+eigenvectors and gauge bases have `P` rows in that order.
+
+Streaming and sharding: every curvature routine takes `data=(x, y)` with a
+per-chunk loss (`loss_fn(params, x_c, y_c)`, a chunk mean, e.g. `soft_risk`),
+`chunk_size` and an optional device `mesh`; extra keywords go to the loss:
+
+    hessian_spectrum(sh.soft_risk, model, k=10, data=(x, y), tau=0.1)
 """
 
 import types as _types
@@ -41,9 +48,13 @@ from ._operator import LinearOperator as LinearOperator
 from ._operator import as_operator as as_operator
 from ._operator import hessian_operator as hessian_operator
 from ._operator import linear_operator as linear_operator
+from ._operator import loss_gradient as loss_gradient
 from .critical import Classification as Classification
 from .critical import CriticalPoint as CriticalPoint
+from .critical import CriticalSearch as CriticalSearch
+from .critical import SearchRun as SearchRun
 from .critical import classify_critical_point as classify_critical_point
+from .critical import default_grad_tol as default_grad_tol
 from .critical import find_critical_points as find_critical_points
 from .gauge import canonical_router as canonical_router
 from .gauge import gauge_basis as gauge_basis

@@ -8,7 +8,8 @@ dense materialisation. There are three ways to get one:
 
 * `hessian_operator(loss_fn, params)`: the Hessian `∇²L` at `params`, its
   matvec `u ↦ ∇²L u` linearised once (`jax.linearize(jax.grad(f), p)`,
-  forward-over-reverse, so each product costs about one gradient);
+  forward-over-reverse, so each product costs about one gradient), or
+  streamed over a sample `data=(x, y)` (per-chunk `jvp` of `grad`);
 * `linear_operator(matvec, size)`: wraps a bare matvec callable;
 * a dense symmetric `[P, P]` matrix.
 
@@ -18,24 +19,41 @@ callable there is always a *loss* and never ambiguous with a matvec (the
 pattern of `jax.scipy.sparse.linalg._normalize_matvec`, and of lineax's
 `FunctionLinearOperator`).
 
-Parameter pytrees are *raveled* with `jax.flatten_util.ravel_pytree` (leaf
-order of `jax.tree_util.tree_leaves`); `LinearOperator.unravel` maps a `[P]`
-vector back to a pytree.
+Parameter pytrees are *raveled* over their inexact-array leaves only
+(`softhard._trees.ravel_arrays`, leaf order of `jax.tree_util.tree_leaves`;
+functions and other static leaves are carried, not raveled);
+`LinearOperator.unravel` maps a `[P]` vector back to the whole pytree.
+
+With `data=(x, y)` the loss is a per-chunk mean `loss_fn(params, x_c, y_c)`
+and every matvec streams the sample chunk by chunk (`lax.scan`; peak memory
+one chunk's), sharded over a device `mesh` when one is given (`shard_map` +
+`psum`, also across processes under `jax.distributed`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
+from jax.sharding import PartitionSpec
 
+from .._stats import sample_axis_sharding
+from .._trees import combine, partition, ravel_arrays
 from .._validate import check_count, check_finite_params, check_square
 from .gauge import resolve_gauge
 
-__all__ = ["LinearOperator", "hessian_operator", "linear_operator", "as_operator"]
+__all__ = [
+    "LinearOperator",
+    "hessian_operator",
+    "linear_operator",
+    "as_operator",
+    "loss_gradient",
+]
 
 _HP = jax.lax.Precision.HIGHEST
 
@@ -132,25 +150,52 @@ def complement(G: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------
 
 
-def check_loss(loss_fn, params, name: str = "loss_fn") -> None:
-    """`loss_fn` must map the floating, finite pytree `params` to a scalar."""
+def _bind(loss_fn: Callable, loss_kwargs: dict | None) -> Callable:
+    """`loss_fn` with the extra keyword arguments bound (`functools.partial`)."""
+    return functools.partial(loss_fn, **loss_kwargs) if loss_kwargs else loss_fn
+
+
+def check_loss(loss_fn, params, name: str = "loss_fn", *, data=None) -> None:
+    """`loss_fn` must map `params` (and a chunk of `data`, if given) to a scalar.
+
+    Only the inexact-array leaves of `params` are parameters (`_trees.partition`);
+    other leaves (activation functions, numbers) are carried along. With
+    `data`, `loss_fn(params, *chunk)` is checked on abstract chunks.
+    """
     if not callable(loss_fn):
         raise ValueError(f"`{name}` must be a callable params -> scalar, got {type(loss_fn)}")
+    arrays, static = partition(params)
     leaves = jax.tree_util.tree_leaves(params)
-    if not leaves:
-        raise ValueError("`params` must be a pytree with at least one array leaf")
-    for leaf in leaves:
-        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-            raise ValueError(f"`params` leaves must be floating arrays, got dtype {leaf.dtype}")
-    check_finite_params(params, "params")
-    out = jax.eval_shape(loss_fn, params)
+    if not jax.tree_util.tree_leaves(arrays):
+        kinds = sorted({type(v).__name__ for v in leaves}) or ["none"]
+        raise ValueError(
+            "`params` must be a pytree with at least one floating array leaf, got leaves of "
+            f"type {kinds}"
+        )
+    check_finite_params(arrays, "params")
+    abstract = () if data is None else tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in data)
+    try:
+        out = jax.eval_shape(lambda a, *c: loss_fn(combine(a, static), *c), arrays, *abstract)
+    except TypeError as e:
+        if "argument" not in str(e):
+            raise
+        form = (
+            "params -> scalar" if data is None else f"(params, {len(data)} data arrays) -> scalar"
+        )
+        raise ValueError(
+            f"`{name}` must be a callable {form} (extra keywords included): {e}"
+        ) from e
     if getattr(out, "shape", None) != ():
         raise ValueError(f"`{name}` must return a scalar, got shape {getattr(out, 'shape', out)}")
 
 
 def flat_loss(loss_fn: Callable, params):
-    """`(f, flat: [P], unravel)` with `f(p: [P]) = loss_fn(unravel(p))`."""
-    flat, unravel = ravel_pytree(params)
+    """`(f, flat: [P], unravel)` with `f(p: [P]) = loss_fn(unravel(p))`.
+
+    Only the inexact-array leaves are raveled (`_trees.ravel_arrays`);
+    `unravel` rebuilds the whole pytree, non-array leaves included.
+    """
+    flat, unravel = ravel_arrays(params)
 
     def f(p):
         return loss_fn(unravel(p))
@@ -177,19 +222,238 @@ def _hessian_operator(loss_fn: Callable, params, G=None) -> LinearOperator:
     return _with_gauge(lin, flat.shape[0], flat.dtype, unravel, G)
 
 
-def hessian_operator(loss_fn: Callable, params, *, gauge=None) -> LinearOperator:
+# ----------------------------------------------------------------------------
+# streamed and sharded sums over the sample
+# ----------------------------------------------------------------------------
+
+#: default working-set target of one chunk: samples × features per sample
+_CHUNK_ELEMENTS = 1 << 18
+
+
+class _Data(NamedTuple):
+    """A validated sample: `arrays` sharing axis 0 (`n` rows), chunk length, mesh axes."""
+
+    arrays: tuple
+    n: int
+    chunk: int
+    mesh: object  # jax.sharding.Mesh or None
+    names: tuple  # mesh axes the sample axis is sharded over
+
+
+def _mesh_of(arrays, mesh):
+    """`(mesh, axis names)` to shard the sample over: the given mesh, else `arrays[0]`'s own."""
+    if mesh is not None:
+        if not isinstance(mesh, jax.sharding.Mesh):
+            raise ValueError(f"`mesh` must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+        return mesh, tuple(mesh.axis_names)
+    found = sample_axis_sharding(arrays[0])
+    return (None, ()) if found is None else (found[0], tuple(found[1]))
+
+
+def check_data(data, chunk_size=None, mesh=None) -> _Data:
+    """`data` must be an array or a tuple of arrays `[N, ...]` sharing the sample axis.
+
+    With a `mesh` (or arrays already sharded along axis 0), the sample axis
+    is sharded over all the mesh's axes, which needs `N` divisible by the
+    number of shards; `chunk_size` then counts samples per device.
+    """
+    if data is None:
+        if chunk_size is not None or mesh is not None:
+            raise ValueError("`chunk_size` and `mesh` need `data=(x, y)`: the sample to stream")
+        return None
+    if not isinstance(data, tuple | list):
+        data = (data,)
+    if not data:
+        raise ValueError("`data` must be an array or a non-empty tuple of arrays [N, ...]")
+    arrays = []
+    for i, a in enumerate(data):
+        a = a if isinstance(a, jax.Array) else jnp.asarray(a)
+        if a.ndim < 1 or not (
+            jnp.issubdtype(a.dtype, jnp.number) or jnp.issubdtype(a.dtype, jnp.bool_)
+        ):
+            raise ValueError(
+                f"`data[{i}]` must be a numeric array [N, ...], got shape {a.shape}, "
+                f"dtype {a.dtype}"
+            )
+        arrays.append(a)
+    n = arrays[0].shape[0]
+    if n < 1 or any(a.shape[0] != n for a in arrays):
+        raise ValueError(
+            "`data` arrays must share a sample axis N >= 1, got leading sizes "
+            f"{[a.shape[0] for a in arrays]}"
+        )
+    mesh, names = _mesh_of(arrays, mesh)
+    shards = 1 if mesh is None else math.prod(mesh.shape[a] for a in names)
+    if n % shards:
+        raise ValueError(f"`data`: N = {n} must be divisible by the {shards} shards of `mesh`")
+    n_local = n // shards
+    if chunk_size is None:
+        per = max(1, sum(math.prod(a.shape[1:]) for a in arrays))
+        chunk = min(n_local, max(256, _CHUNK_ELEMENTS // per))
+    else:
+        chunk = min(check_count(chunk_size, "chunk_size"), n_local)
+    if mesh is not None:
+        spec = jax.sharding.NamedSharding(mesh, PartitionSpec(names))
+        arrays = [
+            a if a.sharding.is_equivalent_to(spec, a.ndim) else jax.device_put(a, spec)
+            for a in arrays
+        ]
+    return _Data(tuple(arrays), n, chunk, mesh, names)
+
+
+def _chunk_sum(fn: Callable, arrays: tuple, chunk: int, template: jax.Array) -> jax.Array:
+    """`Σ_c n_c · fn(chunk_c)` over consecutive chunks of `arrays` (one device).
+
+    `fn(*chunk_arrays) -> [P]` is a chunk *mean* (e.g. the HVP of a chunk's
+    mean loss); `n_c` its number of samples. The full chunks run under one
+    `lax.scan` (traced once, peak memory one chunk); a ragged tail of
+    `r = n mod chunk` samples is one more call on exactly those `r` samples
+    with weight `r`, so no sample is padded, repeated or masked.
+    """
+    n = arrays[0].shape[0]
+    full, r = divmod(n, chunk)
+    acc = jnp.zeros_like(template)
+    if full:
+
+        def body(total, i):
+            part = tuple(jax.lax.dynamic_slice_in_dim(a, i * chunk, chunk, axis=0) for a in arrays)
+            return total + fn(*part), None
+
+        acc = chunk * jax.lax.scan(body, acc, jnp.arange(full))[0]
+    if r:
+        acc = acc + r * fn(*(a[full * chunk :] for a in arrays))
+    return acc
+
+
+def _sample_mean(fn: Callable, data: _Data, template: jax.Array, *operands) -> jax.Array:
+    """`(1/N) Σ_c n_c · fn(*operands, chunk_c)`, streamed, and sharded over `data.mesh`.
+
+    `operands` (vectors `[P]`) are replicated; with a mesh each device streams
+    its own shard (`jax.shard_map`) and the partial sums are `psum`-med, so
+    every device holds the result. The same code runs across hosts under
+    `jax.distributed` on global arrays.
+    """
+
+    def local(ops, arrays):
+        return _chunk_sum(lambda *c: fn(*ops, *c), arrays, data.chunk, template)
+
+    if data.mesh is None:
+        total = local(operands, data.arrays)
+    else:
+        spec = PartitionSpec(data.names)
+
+        def sharded(ops, arrays):
+            return jax.lax.psum(local(ops, arrays), data.names)
+
+        total = jax.shard_map(
+            sharded,
+            mesh=data.mesh,
+            in_specs=(PartitionSpec(), tuple(spec for _ in data.arrays)),
+            out_specs=PartitionSpec(),
+            check_vma=False,
+        )(operands, data.arrays)
+    return total / data.n
+
+
+def _streamed_hessian(loss_fn: Callable, params, data: _Data, G=None) -> LinearOperator:
+    """The sample-mean Hessian as a streamed (and sharded) matvec; no validation."""
+    flat, unravel = ravel_arrays(params)
+
+    def chunk_hvp(p, u, *chunk):
+        g = jax.grad(lambda q: loss_fn(unravel(q), *chunk))
+        return jax.jvp(g, (p,), (u,))[1].astype(p.dtype)
+
+    if data.mesh is None and data.chunk >= data.n:  # one chunk: linearise once
+        return _hessian_operator(lambda q: loss_fn(q, *data.arrays), params, G)
+
+    def matvec(u):
+        return _sample_mean(chunk_hvp, data, flat, flat, u.astype(flat.dtype))
+
+    return _with_gauge(matvec, flat.shape[0], flat.dtype, unravel, G)
+
+
+def loss_gradient(
+    loss_fn: Callable, params, *, data=None, chunk_size=None, mesh=None, **loss_kwargs
+) -> jax.Array:
+    """The raveled gradient `∇L(params): [P]`, streamed over `data` like `hessian_operator`.
+
+    Args: as in `hessian_operator`. Returns the `[P]` gradient in raveled order
+    (inexact-array leaves only).
+    """
+    loss = _bind(loss_fn, loss_kwargs)
+    d = check_data(data, chunk_size, mesh)
+    check_loss(loss, params, data=None if d is None else _chunk_shapes(d))
+    flat, unravel = ravel_arrays(params)
+    if d is None:
+        return jax.grad(lambda q: loss(unravel(q)))(flat)
+
+    def chunk_grad(p, *chunk):
+        return jax.grad(lambda q: loss(unravel(q), *chunk))(p).astype(p.dtype)
+
+    return _sample_mean(chunk_grad, d, flat, flat)
+
+
+def _chunk_shapes(d: _Data) -> tuple:
+    """Abstract `[chunk, ...]` arrays, for checking a per-chunk loss."""
+    return tuple(jax.ShapeDtypeStruct((d.chunk, *a.shape[1:]), a.dtype) for a in d.arrays)
+
+
+def _resolve(gauge, params):
+    """`resolve_gauge`, skipped for `None` (which needs no raveling of `params`)."""
+    return None if gauge is None else resolve_gauge(gauge, params)
+
+
+def hessian_operator(
+    loss_fn: Callable,
+    params,
+    *,
+    data=None,
+    chunk_size: int | None = None,
+    mesh=None,
+    gauge=None,
+    **loss_kwargs,
+) -> LinearOperator:
     """The Hessian `∇²L(params)` as an operator on raveled parameters `[P]`.
 
-    The gradient of `f(p) = loss_fn(unravel(p))` is linearised once at the
-    point (`jax.linearize(jax.grad(f), flat)`), so each product `u ↦ ∇²L u`
-    is one forward-over-reverse pass (about the cost of one gradient) and no
-    Hessian is materialised until `.dense()` is called.
+    Without `data`, the gradient of `f(p) = loss_fn(unravel(p))` is linearised
+    once at the point (`jax.linearize(jax.grad(f), flat)`), so each product
+    `u ↦ ∇²L u` is one forward-over-reverse pass (about the cost of one
+    gradient) and no Hessian is materialised until `.dense()` is called.
+
+    With `data=(x, y)` (any tuple of arrays sharing the sample axis `N`),
+    `loss_fn(params, x_c, y_c)` is a *per-chunk* loss, the mean over a chunk
+    (`soft_risk` is one), and `L = (1/N) Σ_c n_c L_c` the sample mean. Each
+    product is the sample-weighted mean of the chunks' Hessian-vector products
+    (`jax.jvp` of `jax.grad` per chunk under one `lax.scan`), so peak memory is
+    one chunk's, not the sample's; a ragged last chunk (`N mod chunk_size`
+    samples) is one more product on exactly those samples, weighted by its
+    size. With a `mesh` (or `x` already sharded along axis 0), the sample axis
+    is sharded over all the mesh's axes: every device streams its shard and
+    the partial sums are `psum`-med (`jax.shard_map`), which also runs across
+    processes under `jax.distributed` on global arrays. When the whole
+    (unsharded) sample fits in one chunk it is linearised once, as without `data`.
+
+    Extra keyword arguments are passed to `loss_fn` (`functools.partial`), so
+    the built-in losses need no wrapper:
+
+        hessian_operator(sh.soft_risk, model, data=(x, y), tau=0.1)
+        # each chunk: soft_risk(model, x_c, y_c, tau=0.1)
+
+    Only inexact-array leaves of `params` are parameters (`_trees.ravel_arrays`):
+    an equinox-style model carrying functions as leaves works unchanged.
 
     Args:
-        loss_fn: `params -> scalar` (e.g. `lambda m: soft_risk(m, x, y, tau)`).
-        params: parameter pytree with `P` scalars in all.
+        loss_fn: `params -> scalar`, or with `data` `(params, *chunk) -> scalar`
+            (the mean over the chunk).
+        params: parameter pytree with `P` floating scalars in all.
+        data: `None`, an array or a tuple of arrays `[N, ...]` (e.g. `(x, y)`).
+        chunk_size: samples per chunk (per device with a mesh); default about
+            `2^18` data elements per chunk.
+        mesh: `jax.sharding.Mesh` to shard the sample axis over (`N` must be
+            divisible by its size).
         gauge: `None`, `"auto"` (`gauge_directions(params)`) or a `[P, G]`
             basis whose span is projected out (`Π ∇²L Π`).
+        **loss_kwargs: bound into `loss_fn`, e.g. `tau=0.1`.
 
     Returns:
         `LinearOperator` with `size = P`, `dtype` of the raveled parameters,
@@ -199,8 +463,13 @@ def hessian_operator(loss_fn: Callable, params, *, gauge=None) -> LinearOperator
     >>> op.matvec(jnp.array([1.0, 0.0])).tolist(), op.size
     ([6.0, 2.0], 2)
     """
-    check_loss(loss_fn, params)
-    return _hessian_operator(loss_fn, params, resolve_gauge(gauge, params))
+    loss = _bind(loss_fn, loss_kwargs)
+    d = check_data(data, chunk_size, mesh)
+    if d is None:
+        check_loss(loss, params)
+        return _hessian_operator(loss, params, _resolve(gauge, params))
+    check_loss(loss, params, data=_chunk_shapes(d))
+    return _streamed_hessian(loss, params, d, _resolve(gauge, params))
 
 
 def linear_operator(matvec: Callable, size: int, dtype=None, *, gauge=None) -> LinearOperator:
@@ -250,24 +519,51 @@ def _matrix_operator(M: jax.Array, G) -> LinearOperator:
     return op
 
 
-def as_operator(obj, params=None, *, gauge=None, name: str = "loss_fn") -> LinearOperator:
+def as_operator(
+    obj,
+    params=None,
+    *,
+    gauge=None,
+    name: str = "loss_fn",
+    data=None,
+    chunk_size: int | None = None,
+    mesh=None,
+    loss_kwargs: dict | None = None,
+) -> LinearOperator:
     """Normalise the first arguments of a spectral routine to a `LinearOperator`.
 
     * a `LinearOperator`: returned as it is (with `gauge`, a `[P, G]` basis,
       projected out in addition when it has none yet; `"auto"` keeps it);
     * a square symmetric matrix `[P, P]` (JAX or NumPy array): its matvec, and
       `dense()` returns the matrix itself;
-    * a callable with `params`: `hessian_operator(obj, params, gauge=gauge)`.
+    * a callable with `params`: `hessian_operator(obj, params, gauge=gauge,
+      data=data, chunk_size=chunk_size, mesh=mesh, **loss_kwargs)`.
 
     Args:
-        obj: an operator, a matrix or a loss function `params -> scalar`.
+        obj: an operator, a matrix or a loss function `params -> scalar`
+            (`(params, *chunk) -> scalar` with `data`).
         params: the parameter pytree for a loss function, else `None`.
         gauge: as in `hessian_operator` (`"auto"` only with a loss function).
         name: the argument's name in error messages.
+        data, chunk_size, mesh: the sample to stream (loss functions only).
+        loss_kwargs: extra keyword arguments of the loss function.
 
     Returns:
         `LinearOperator`.
     """
+    loss_kwargs = dict(loss_kwargs or {})
+    if not callable(obj) or isinstance(obj, LinearOperator):
+        given = [
+            k
+            for k, v in (("data", data), ("chunk_size", chunk_size), ("mesh", mesh))
+            if v is not None
+        ]
+        given += sorted(loss_kwargs)
+        if given:
+            raise ValueError(
+                f"`{given[0]}` is an option of a loss function (with `params`); `{name}` is "
+                f"a {type(obj).__name__}, not a loss"
+            )
     if isinstance(obj, LinearOperator):
         if params is not None:
             raise ValueError(f"`params` must be None when `{name}` is an operator")
@@ -282,7 +578,9 @@ def as_operator(obj, params=None, *, gauge=None, name: str = "loss_fn") -> Linea
                 f"`params` must be given with the loss function `{name}`; to pass a matvec, "
                 "wrap it with `linear_operator(matvec, size)`"
             )
-        return hessian_operator(obj, params, gauge=gauge)
+        return hessian_operator(
+            obj, params, gauge=gauge, data=data, chunk_size=chunk_size, mesh=mesh, **loss_kwargs
+        )
     if hasattr(obj, "shape") and hasattr(obj, "dtype"):
         if params is not None:
             raise ValueError(f"`params` must be None when `{name}` is a matrix")

@@ -13,8 +13,16 @@ loss function and its parameters, a `LinearOperator` (`hessian_operator`,
 `params` is omitted); all of them go through `as_operator`. Every one of them
 is a pure function, so `jax.vmap` over a temperature composes with it.
 
-Parameter vectors are raveled with `jax.flatten_util.ravel_pytree`: Hessians
-are `[P, P]`, eigenvectors have `P` rows in that order.
+Parameter vectors are raveled over the inexact-array leaves only
+(`softhard._trees.ravel_arrays`, leaf order of `jax.tree_util.tree_leaves`):
+Hessians are `[P, P]`, eigenvectors have `P` rows in that order.
+
+Every routine that takes a loss function also takes a sample to stream,
+`data=(x, y)` with `chunk_size` and an optional device `mesh`: the loss is
+then a per-chunk mean `loss_fn(params, x_c, y_c)` and each Hessian-vector
+product is streamed over chunks and shards (`hessian_operator`). Keyword
+arguments a routine does not know are passed to the loss
+(`hessian_spectrum(sh.soft_risk, model, k=10, data=(x, y), tau=0.1)`).
 """
 
 from __future__ import annotations
@@ -26,12 +34,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 from matfree import decomp, eig, stochtrace
 
+from .. import _tables
 from .._stats import Estimate, mean_estimate
-from .._validate import check_kind, check_taus
-from ._operator import _hessian_operator, as_operator, check_loss, hessian_operator
+from .._trees import is_inexact_array, partition
+from .._validate import check_count, check_key, check_kind, check_positive, check_taus
+from ._operator import as_operator, check_loss, hessian_operator
 
 __all__ = [
     "Spectrum",
@@ -61,6 +70,9 @@ class Spectrum(NamedTuple):
 
     eigenvalues: jax.Array  # [k]
     eigenvectors: jax.Array | None  # [P, k] or None
+
+    to_dict = _tables.to_dict
+    __repr__ = _tables.table_repr
 
 
 class HessianBlocks(NamedTuple):
@@ -97,7 +109,7 @@ class SpectralDensity(NamedTuple):
 # ----------------------------------------------------------------------------
 
 
-def hvp(loss_fn: Callable, params, v):
+def hvp(loss_fn: Callable, params, v, *, data=None, chunk_size=None, mesh=None, **loss_kwargs):
     """Hessian-vector product `∇²L(params) v` by forward-over-reverse autodiff.
 
     One product of the operator layer's linearised gradient (forward-over-reverse,
@@ -106,9 +118,11 @@ def hvp(loss_fn: Callable, params, v):
     (`hessian_operator(loss_fn, params).matvec`, on raveled vectors).
 
     Args:
-        loss_fn: `params -> scalar`.
+        loss_fn: `params -> scalar` (`(params, *chunk) -> scalar` with `data`).
         params: parameter pytree.
-        v: tangent pytree with the structure and shapes of `params`.
+        v: tangent pytree with the structure and shapes of `params` (its
+            non-array leaves are ignored).
+        data, chunk_size, mesh, **loss_kwargs: as in `hessian_operator`.
 
     Returns:
         a pytree like `params`.
@@ -119,22 +133,42 @@ def hvp(loss_fn: Callable, params, v):
     """
     if jax.tree_util.tree_structure(v) != jax.tree_util.tree_structure(params):
         raise ValueError("`v` must have the pytree structure of `params`")
-    op = _hessian_operator(loss_fn, params)
-    return op.unravel(op.matvec(ravel_pytree(v)[0].astype(op.dtype)))
+    pv, vv = jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(v)
+    for i, (p, t) in enumerate(zip(pv, vv)):
+        if is_inexact_array(p) and jnp.shape(t) != jnp.shape(p):
+            raise ValueError(
+                f"`v` must have the shapes of `params`: leaf {i} has shape {jnp.shape(t)}, "
+                f"expected {jnp.shape(p)}"
+            )
+    op = hessian_operator(
+        loss_fn, params, data=data, chunk_size=chunk_size, mesh=mesh, **loss_kwargs
+    )
+    u = [jnp.ravel(jnp.asarray(t, op.dtype)) for p, t in zip(pv, vv) if is_inexact_array(p)]
+    return op.unravel(op.matvec(jnp.concatenate(u)))
 
 
-def hessian(loss_fn: Callable, params, *, batch_size: int | None = 64) -> jax.Array:
+def hessian(
+    loss_fn: Callable,
+    params,
+    *,
+    batch_size: int | None = 64,
+    data=None,
+    chunk_size=None,
+    mesh=None,
+    **loss_kwargs,
+) -> jax.Array:
     """Dense Hessian `∇²L` of a pytree function, `[P, P]`, symmetrised.
 
     `hessian_operator(loss_fn, params).dense(batch_size)`: the pytree is
-    raveled (`ravel_pytree`), the gradient linearised once (`jax.linearize`)
+    raveled (`ravel_arrays`), the gradient linearised once (`jax.linearize`)
     and the columns mapped in batches of `batch_size` tangents so memory stays
-    `O(batch_size · N)`.
+    `O(batch_size · N)` (`O(batch_size · chunk_size)` when streamed over `data`).
 
     Args:
         loss_fn: `params -> scalar` (e.g. `lambda m: soft_risk(m, x, y, tau)`).
         params: parameter pytree with `P` scalars in all.
         batch_size: tangents per batch (`None`: all at once, i.e. `jacfwd`).
+        data, chunk_size, mesh, **loss_kwargs: as in `hessian_operator`.
 
     Returns:
         `[P, P]` symmetric matrix in raveled order.
@@ -142,7 +176,12 @@ def hessian(loss_fn: Callable, params, *, batch_size: int | None = 64) -> jax.Ar
     >>> hessian(lambda p: p[0] ** 2 * p[1], jnp.array([1.0, 3.0])).tolist()
     [[6.0, 2.0], [2.0, 0.0]]
     """
-    return hessian_operator(loss_fn, params).dense(batch_size)
+    if batch_size is not None:
+        batch_size = check_count(batch_size, "batch_size")
+    op = hessian_operator(
+        loss_fn, params, data=data, chunk_size=chunk_size, mesh=mesh, **loss_kwargs
+    )
+    return op.dense(batch_size)
 
 
 def _key_name(k):
@@ -154,7 +193,7 @@ def _key_name(k):
 
 def _block_index(params, names=("router", "experts")) -> dict:
     """Raveled indices of the parameters under each top-level field in `names`."""
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    leaves = jax.tree_util.tree_flatten_with_path(partition(params)[0])[0]  # arrays only
     out = {n: [] for n in names}
     offset = 0
     for path, leaf in leaves:
@@ -251,6 +290,10 @@ def hessian_spectrum(
     lanczos_dtype=None,
     key: jax.Array | None = None,
     batch_size: int | None = 64,
+    data=None,
+    chunk_size: int | None = None,
+    mesh=None,
+    **loss_kwargs,
 ) -> Spectrum:
     """Hessian eigenvalues, ascending: all of them (`eigh`) or `k` extreme ones (Lanczos).
 
@@ -273,6 +316,12 @@ def hessian_spectrum(
     `[P, G]` basis) restricts the Hessian to the orthogonal complement of the
     gauge directions, removing their exact zero eigenvalues.
 
+    With `data=(x, y)` the loss is per chunk and every Hessian-vector product
+    streams the sample (`hessian_operator`), so the top-`k` of a model on
+    more samples than fit one linearisation, or sharded over a `mesh`:
+
+        hessian_spectrum(sh.soft_risk, model, k=10, data=(x, y), tau=0.1)
+
     The function is pure and traceable: the spectra at `T` temperatures come
     from one `jax.vmap` (or `spectrum_sweep`):
 
@@ -294,6 +343,11 @@ def hessian_spectrum(
         key: optional PRNG key for a random start vector (default: a fixed,
             deterministic quasi-random vector, so results are reproducible).
         batch_size: tangents per batch of the dense Hessian.
+        data: `None` or the sample `(x, y)` (any tuple of arrays `[N, ...]`)
+            that a per-chunk `loss_fn(params, *chunk)` is averaged over.
+        chunk_size: samples per chunk (per device with a mesh).
+        mesh: `jax.sharding.Mesh` to shard the sample axis over.
+        **loss_kwargs: passed to `loss_fn` (e.g. `tau=0.1` for `soft_risk`).
 
     Returns:
         `Spectrum(eigenvalues [k] / [2k] / [P'] ascending, eigenvectors [P, ·] or None)`.
@@ -301,17 +355,31 @@ def hessian_spectrum(
     >>> hessian_spectrum(jnp.array([[2.0, 1.0], [1.0, 2.0]])).eigenvalues.tolist()
     [1.0, 3.0]
     """
-    if k is not None and (int(k) != k or int(k) < 1):
-        raise ValueError(f"`k` must be None or a positive integer, got {k!r}")
+    if k is not None:
+        k = check_count(k, "k")
     check_kind(which, "which", _WHICH)
-    if num_matvecs is not None and int(num_matvecs) < 1:
-        raise ValueError(f"`num_matvecs` must be a positive integer, got {num_matvecs!r}")
+    if num_matvecs is not None:
+        num_matvecs = check_count(num_matvecs, "num_matvecs")
+    if batch_size is not None:
+        batch_size = check_count(batch_size, "batch_size")
     if lanczos_dtype is not None:
         lanczos_dtype = jnp.dtype(lanczos_dtype)
         if lanczos_dtype == jnp.float64 and not jax.config.jax_enable_x64:
             raise ValueError("`lanczos_dtype=float64` needs jax_enable_x64")
-    op = as_operator(loss_fn, params, gauge=gauge)
-    m = None if k is None else min(op.free_size, int(num_matvecs or max(80, 4 * int(k))))
+    op = as_operator(
+        loss_fn,
+        params,
+        gauge=gauge,
+        data=data,
+        chunk_size=chunk_size,
+        mesh=mesh,
+        loss_kwargs=loss_kwargs,
+    )
+    if k is not None and k > op.free_size:
+        raise ValueError(
+            f"`k` must be <= the {op.free_size} dimensions of the (gauge-fixed) Hessian, got {k}"
+        )
+    m = None if k is None else min(op.free_size, num_matvecs or max(80, 4 * k))
     if k is None or m >= op.free_size:
         A, Q = op.restricted(batch_size)
         vals, vecs = jnp.linalg.eigh(A)
@@ -342,20 +410,28 @@ def spectrum_sweep(loss_fn: Callable, params, taus: jax.Array, k: int | None = N
 
     Args:
         loss_fn: `(params, tau) -> scalar`, e.g.
-            `lambda m, t: soft_risk(m, x, y, t)`.
+            `lambda m, t: soft_risk(m, x, y, t)`; with `data=(x, y)` a
+            per-chunk `(params, x_c, y_c, tau) -> scalar`, e.g. `soft_risk`
+            itself (the sample then streams, as in `hessian_operator`).
         params: parameter pytree (the same point at every temperature).
         taus: `[T]` temperatures `> 0`.
-        k: as in `hessian_spectrum`; further keyword options are passed on.
+        k: as in `hessian_spectrum`; further keyword options (`data`,
+            `chunk_size`, `mesh`, `which`, ...) are passed on, and unknown ones
+            to `loss_fn`.
 
     Returns:
         `Spectrum` with `eigenvalues: [T, k]` (or `[T, P']`) and eigenvectors
         `[T, P, k]` when requested.
     """
     taus = check_taus(taus)
-    check_loss(lambda p: loss_fn(p, taus[0]), params)
+    if kwargs.get("data") is None:
+        check_loss(lambda p: loss_fn(p, taus[0]), params)
 
     def one(t):
-        return hessian_spectrum(lambda p: loss_fn(p, t), params, k, **kwargs)
+        def at_t(p, *chunk, **kw):
+            return loss_fn(p, *chunk, t, **kw)
+
+        return hessian_spectrum(at_t, params, k, **kwargs)
 
     return jax.vmap(one)(taus)
 
@@ -371,6 +447,10 @@ def spectral_density(
     num_matvecs: int = 40,
     num_probes: int = 16,
     gauge=None,
+    data=None,
+    chunk_size: int | None = None,
+    mesh=None,
+    **loss_kwargs,
 ) -> SpectralDensity:
     """Hessian spectral density by stochastic Lanczos quadrature (SLQ).
 
@@ -391,25 +471,43 @@ def spectral_density(
         grid: `[G]` evaluation points (default: `num_points` points spanning
             the extreme eigenvalues ± 3σ, found by Lanczos).
         num_points: grid size when `grid` is None.
-        sigma: broadening width (default: 2% of the spectral range).
-        num_matvecs: Lanczos steps per probe.
-        num_probes: number of probes.
+        sigma: broadening width `> 0` (default: 2% of the spectral range).
+        num_matvecs: Lanczos steps per probe (an integer >= 1).
+        num_probes: number of probes (an integer >= 1; with one probe the
+            standard error is unknown and reported as inf).
         gauge: `None`, `"auto"` or a `[P, G]` basis to project out (probes
             are projected too, so the gauge zeros are excluded and `P' = P − G`).
+        data, chunk_size, mesh, **loss_kwargs: the sample to stream and extra
+            loss arguments, as in `hessian_spectrum`.
 
     Returns:
         `SpectralDensity(grid [G], density Estimate [G], sigma)`.
     """
-    op = as_operator(loss_fn, params, gauge=gauge)
+    check_key(key)
+    num_matvecs = check_count(num_matvecs, "num_matvecs")
+    num_probes = check_count(num_probes, "num_probes")
+    if grid is None:
+        num_points = check_count(num_points, "num_points")
+    if sigma is not None:
+        sigma = check_positive(sigma, "sigma")
+    op = as_operator(
+        loss_fn,
+        params,
+        gauge=gauge,
+        data=data,
+        chunk_size=chunk_size,
+        mesh=mesh,
+        loss_kwargs=loss_kwargs,
+    )
     dtype, P_eff = jnp.dtype(op.dtype), op.free_size
-    m = min(int(num_matvecs), P_eff)
+    m = min(num_matvecs, P_eff)
     if grid is None or sigma is None:
         ext = _lanczos(op, 1, "both", False, min(m, 60), None, None).eigenvalues
         lo, hi = ext[0], ext[-1]
         width = jnp.maximum(hi - lo, jnp.maximum(jnp.abs(hi), 1.0) * 1e-6)
         sigma = 0.02 * width if sigma is None else jnp.asarray(sigma, dtype)
         if grid is None:
-            grid = jnp.linspace(lo - 3 * sigma, hi + 3 * sigma, int(num_points), dtype=dtype)
+            grid = jnp.linspace(lo - 3 * sigma, hi + 3 * sigma, num_points, dtype=dtype)
     grid = jnp.asarray(grid, dtype)
     sigma = jnp.asarray(sigma, dtype)
     if grid.ndim != 1:
@@ -428,9 +526,11 @@ def spectral_density(
         kern = jax.scipy.stats.norm.pdf((grid[:, None] - nodes[None, :]) / sigma) / sigma
         return kern @ weights  # [G]
 
-    sampler = stochtrace.sampler_signs(jnp.zeros(op.size, dtype), num=int(num_probes))
+    sampler = stochtrace.sampler_signs(jnp.zeros(op.size, dtype), num=num_probes)
     estimate = stochtrace.estimator_monte_carlo_mean_and_sem(integrand, sampler)
     mean, sem = estimate(op.matvec, key)
+    if num_probes == 1:  # one probe leaves the error unknown: say so (inf), not 0 or NaN
+        sem = jnp.full_like(mean, jnp.inf)
     return SpectralDensity(grid, Estimate(mean / P_eff, sem / P_eff), sigma)
 
 
@@ -441,6 +541,10 @@ def hessian_trace(
     key: jax.Array,
     num_matvecs: int = 60,
     method: str = "hutch++",
+    data=None,
+    chunk_size: int | None = None,
+    mesh=None,
+    **loss_kwargs,
 ) -> Estimate:
     """Stochastic trace of the Hessian, `tr ∇²L`, with its standard error.
 
@@ -461,15 +565,19 @@ def hessian_trace(
         key: PRNG key for the probes.
         num_matvecs: Hessian-vector products to spend (≥ 3).
         method: `"hutch++"`, `"hutchinson"` or `"xtrace"`.
+        data, chunk_size, mesh, **loss_kwargs: the sample to stream and extra
+            loss arguments, as in `hessian_spectrum`.
 
     Returns:
         `Estimate` of the trace (scalars).
     """
+    check_key(key)
     check_kind(method, "method", ("hutch++", "hutchinson", "xtrace"))
-    if int(num_matvecs) < 3:
-        raise ValueError(f"`num_matvecs` must be >= 3, got {num_matvecs!r}")
-    op = as_operator(loss_fn, params)
-    lin, P, dtype, m = op.matvec, op.size, jnp.dtype(op.dtype), int(num_matvecs)
+    m = check_count(num_matvecs, "num_matvecs", 3)
+    op = as_operator(
+        loss_fn, params, data=data, chunk_size=chunk_size, mesh=mesh, loss_kwargs=loss_kwargs
+    )
+    lin, P, dtype = op.matvec, op.size, jnp.dtype(op.dtype)
     template = jnp.zeros(P, dtype)
     if method == "hutchinson":
         sampler = stochtrace.sampler_signs(template, num=m)
