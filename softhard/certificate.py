@@ -1,7 +1,9 @@
-"""The Theorem 4.5 certificate and the Theorem 4.7 check (§4).
+"""The Theorem 4.5 certificate and the Theorem 4.7 check (§4; top-k: T.8–T.10).
 
 `soft_hard_bound` is the explicit bound (4.5)–(4.8) on `|L_τ − L_0|` from
-the margin-tail constants of Assumption 4.2; `certify` reads those constants
+the margin-tail constants of Assumption 4.2, for top-k routing (T.10) and a
+finite combine temperature (T.9, derived in its docstring; `gate_tv_bound` is
+its gate-level step); `certify` reads those constants
 off a sample (the margin-tail fit of `softhard.boundary`) and puts the bound
 next to the measured gap; `gamma_check` tests Theorem 4.7 (Γ-convergence and
 almost-minimisers) on a compact parameter box.
@@ -17,23 +19,26 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from . import _gating
 from ._stats import Estimate
 from ._validate import (
     check_count,
     check_finite_params,
+    check_k,
     check_nonnegative,
     check_positive,
     check_tau_grid,
     check_taus,
     check_xy,
 )
-from .boundary import MarginTail, margin_tail_fit, tail_widths
-from .models import require_top1
+from .boundary import MarginTail, margin_tail_fit
+from .models import routing_of
 from .risk import hard_risk, risk_sweep, soft_risk
-from .routing import expert_outputs, logits, top_two_margin
+from .routing import expert_outputs, logits
 
 __all__ = [
     "soft_hard_bound",
+    "gate_tv_bound",
     "certify",
     "Certificate",
     "gamma_check",
@@ -41,48 +46,150 @@ __all__ = [
 ]
 
 
-def soft_hard_bound(tau, B_Y, B_f, K, C_m, alpha, w0) -> jax.Array:
-    """The explicit Theorem 4.5 certificate on `|L_τ − L_0|` (4.5)–(4.8).
+def soft_hard_bound(
+    tau,
+    B_Y,
+    B_f,
+    K,
+    C_m,
+    alpha,
+    w0,
+    *,
+    k: int = 1,
+    rho=None,
+    logit_range=None,
+    weight_ratio=None,
+) -> jax.Array:
+    """The explicit Theorem 4.5 certificate on `|L_τ − L_0|` (4.5)–(4.8); top-k: T.9, T.10.
+
+    Top-1 (`k = 1`, `rho=None`), Theorem 4.5:
 
         |L_τ − L_0| ≤ 4 B_f (B_Y + B_f) (K − 1) [C_m Γ(α+1) τ^α + e^{−w_0/τ}]
 
     from `|L_τ − L_0| ≤ 2(B_Y + B_f) E|f_τ − f_0|` (4.6), `|f_τ − f_0| ≤ 2 B_f (1 − π_{k*}^τ)`
     (4.7), Lemma 4.1 and `E[e^{−Δ/τ}] ≤ C_m Γ(α+1) τ^α + e^{−w_0/τ}` under the
     margin tail `P(Δ ≤ w) ≤ C_m w^α`, `0 < w ≤ w_0` (4.4). It is not capped
-    at the trivial bound `4 B_f (B_Y + B_f)`. Data-driven constants:
-    `certify`.
+    at the trivial bound `4 B_f (B_Y + B_f)`. Data-driven constants: `certify`.
+
+    Top-k, `ρ = ∞` (`rho=None`), T.10 with the tail of `Δ_k` (T.1): the
+    weights are `μ^τ/k` and `1_{S_k}/k`, so `‖w^τ − w^0‖_1 = 2ε/k` with
+    `ε = Σ_{j∉S_k} μ_j^τ ≤ (K − k) e^{−Δ_k/τ}` (T.8), and
+
+        |L_τ − L_0| ≤ 4 B_f (B_Y + B_f) ((K − k)/k) [C_m Γ(α+1) τ^α + e^{−w_0/τ}].
+
+    Finite combine temperature `ρ` (T.9; derived here). Write `c_j = e^{a_j/ρ}`
+    (T.4), `u_j = μ_j^τ c_j`, `U = Σ u_j`, `U_0 = Σ_{j∈S_k} c_j`, `A = Σ_{j∈S_k}
+    (1 − μ_j^τ) c_j`, `B = Σ_{j∉S_k} μ_j^τ c_j`, so `U = U_0 − A + B`. For the
+    two probability vectors `w^τ = u/U`, `w^0 = c 1_{S_k}/U_0`:
+    if `U ≥ U_0`, `‖w^τ − w^0‖_1 = 2 Σ_{j∈S_k} (w^0_j − w^τ_j)_+ ≤ 2B/U ≤ 2B/U_0`;
+    if `U < U_0`, `‖w^τ − w^0‖_1 = 2 Σ_j (w^τ_j − w^0_j)_+ ≤ 2A/U ≤ 2A/(U_0 − A)`.
+    Both `A, B ≤ ε ĉ` with `ĉ = max_l c_l` (`ε` as above; `Σ_{S_k}(1 − μ_j) = ε`
+    too), hence with the weight ratio `r = ĉ/U_0`
+
+        ‖w^τ − w^0‖_1 ≤ min(2, 2rε/(1 − rε)) ≤ 4 r ε            (the gate bound)
+
+    (`min(2, 2x/(1 − x)) ≤ 4x` for all `x ≥ 0`). Since the weights sum to 1,
+    `|f_τ − f_0| = |Σ_j (w^τ_j − w^0_j) f_j| ≤ B_f ‖w^τ − w^0‖_1 ≤ 4 B_f r (K − k) e^{−Δ_k/τ}`,
+    and (4.6) with the tail integral gives
+
+        |L_τ − L_0| ≤ 8 B_f (B_Y + B_f) r (K − k) [C_m Γ(α+1) τ^α + e^{−w_0/τ}].
+
+    `r`: `weight_ratio` if given (an upper bound on `max_l c_l / Σ_{j∈S_k} c_j`
+    over inputs; `≥ 1/k`); otherwise, when experts are selected on the combine
+    logits themselves (no `selection` map, or an order-preserving one), `ĉ`
+    is a selected weight and `r ≤ 1`, and a bound `R ≥ max_{j∈S_k} a_j −
+    min_{j∈S_k} a_j` on the selected logits' spread (`logit_range`) gives
+    `r ≤ 1/(1 + (k − 1) e^{−R/ρ})` (→ 1/k as ρ → ∞). With `k = 1`, no
+    `weight_ratio`: `μ_j^τ c_j ∝ e^{a_j (1/τ + 1/ρ)}`, the softmax at
+    `τ' = τρ/(τ + ρ) < τ`, so Theorem 4.5 at `τ'` (it increases in τ) is used.
+    A selection map that reorders (a per-expert bias) needs `weight_ratio`.
 
     Args:
         tau: temperature `> 0`, scalar or `[T]`.
         B_Y: `≥ 0`, bound on `|Y|`; B_f: `≥ 0`, bound on every `|f_k|` (Assumption 4.3).
         K: number of experts, integer `≥ 2`.
-        C_m: `≥ 0`; alpha: `≥ 0`; w0: `> 0` (Assumption 4.2).
+        C_m: `≥ 0`; alpha: `≥ 0`; w0: `> 0` (Assumption 4.2, for `Δ_k`).
+        k: experts per input, `1 <= k < K`.
+        rho: combine temperature `> 0`, or `None` for ρ = ∞ (T.4).
+        logit_range: `None` or `R ≥ 0` (finite `rho` only), see above.
+        weight_ratio: `None` or `r ≥ 1/k` (finite `rho` only), see above.
 
     Returns:
         the bound, with the shape of `tau`.
 
     >>> round(float(soft_hard_bound(0.1, 1.0, 1.0, 2, 1.0, 1.0, 1.0)), 6)  # 8 (0.1 + e^{-10})
     0.800363
+    >>> round(float(soft_hard_bound(0.1, 1.0, 1.0, 3, 1.0, 1.0, 1.0, k=2)), 6)  # 4 (0.1 + e^{-10})
+    0.400182
     """
     tau = check_tau_grid(tau)
-    k = check_count(K, "K", 2)
+    K = check_count(K, "K", 2)
+    k = check_k(k, K)
     for v, name in ((B_Y, "B_Y"), (B_f, "B_f"), (C_m, "C_m"), (alpha, "alpha")):
         check_nonnegative(v, name)
     check_positive(w0, "w0")
+    if rho is not None:
+        check_positive(rho, "rho")
+    elif logit_range is not None or weight_ratio is not None:
+        raise ValueError("`logit_range` and `weight_ratio` apply to a finite `rho` only")
+    if logit_range is not None and weight_ratio is not None:
+        raise ValueError("give at most one of `logit_range` and `weight_ratio`")
+    if logit_range is not None:
+        check_nonnegative(logit_range, "logit_range")
+    if weight_ratio is not None:
+        check_positive(weight_ratio, "weight_ratio")
+        if float(weight_ratio) < (1.0 - 1e-6) / k:
+            raise ValueError(
+                f"`weight_ratio` must be >= 1/k = {1.0 / k:.6g} (the largest combine weight is "
+                f"at least 1/k of the k selected), got {weight_ratio!r}"
+            )
     dtype = jnp.result_type(tau.dtype, float)
     tau = tau.astype(dtype)
     alpha = jnp.asarray(alpha, dtype)
-    tail = C_m * jnp.exp(jax.scipy.special.gammaln(alpha + 1.0) + alpha * jnp.log(tau))
-    return 4.0 * B_f * (B_Y + B_f) * (k - 1) * (tail + jnp.exp(-w0 / tau))
+
+    def tail(t):  # the bound on E[e^{−Δ_k/t}]
+        head = C_m * jnp.exp(jax.scipy.special.gammaln(alpha + 1.0) + alpha * jnp.log(t))
+        return head + jnp.exp(-w0 / t)
+
+    if rho is None:
+        factor = (K - k) / k if k > 1 else K - 1
+        return 4.0 * B_f * (B_Y + B_f) * factor * tail(tau)
+    if k == 1 and weight_ratio is None:
+        tau_eff = tau * rho / (tau + rho)
+        return 4.0 * B_f * (B_Y + B_f) * (K - 1) * tail(tau_eff)
+    if weight_ratio is not None:
+        r = jnp.asarray(weight_ratio, dtype)
+    elif logit_range is not None:
+        r = 1.0 / (1.0 + (k - 1) * jnp.exp(-jnp.asarray(logit_range, dtype) / rho))
+    else:
+        r = jnp.asarray(1.0, dtype)
+    return 8.0 * B_f * (B_Y + B_f) * r * (K - k) * tail(tau)
+
+
+def gate_tv_bound(eps, weight_ratio) -> jax.Array:
+    """The gate bound `‖w^τ − w^0‖_1 ≤ min(2, 2rε/(1 − rε))` of the finite-ρ certificate (T.9).
+
+    `w^τ`, `w^0`: the normalised soft and hard combine weights (T.5) of one
+    input; `ε = Σ_{j∉S_k} μ_j^τ ≤ (K − k) e^{−Δ_k/τ}` (T.8); `r = max_l c_l /
+    Σ_{j∈S_k} c_l` (derivation: `soft_hard_bound`). Always `≤ 4 r ε`.
+
+    Args:
+        eps: `≥ 0`, any shape; weight_ratio: `r > 0`, broadcastable to `eps`.
+
+    Returns:
+        the bound, with the broadcast shape.
+    """
+    x = jnp.asarray(weight_ratio) * jnp.asarray(eps)
+    return jnp.where(x < 0.5, 2.0 * x / (1.0 - jnp.minimum(x, 0.5)), 2.0)
 
 
 class Certificate(NamedTuple):
-    """Theorem 4.5 on a sample, next to the gap it bounds.
+    """Theorem 4.5 (top-k: T.10, T.9) on a sample, next to the gap it bounds.
 
     Attributes:
-        bound: `[T]` the certificate `4 B_f (B_Y + B_f)(K−1)[C_m Γ(α+1) τ^α + e^{−w0/τ}]`.
+        bound: `[T]` the certificate (`soft_hard_bound` with `C_m = C_env`).
         gap: `Estimate` `[T]` of `L_τ − L_0` (from `risk_sweep`), for comparison.
-        tail: the `MarginTail` fit that supplied `(C_m = C_env, α, w0)`.
+        tail: the `MarginTail` fit of `Δ_k` that supplied `(C_m = C_env, α, w0)`.
         B_Y: the bound on `|Y|` used; B_f: the bound on `|f_k|` used.
     """
 
@@ -91,6 +198,29 @@ class Certificate(NamedTuple):
     tail: MarginTail
     B_Y: jax.Array  # scalar
     B_f: jax.Array  # scalar
+
+
+def _selection_scores(model, a: jax.Array) -> jax.Array:
+    """Selection scores `[N, K]` of logits `a` (§T, last paragraph): `a` without a `selection`."""
+    sel = routing_of(model)[2]
+    return a if sel is None else jax.vmap(sel)(a)
+
+
+def _model_bound(model, a: jax.Array, taus, b_y, b_f, C_m, alpha, w0) -> jax.Array:
+    """`soft_hard_bound` with the routing `(k, ρ, selection)` read off `model`.
+
+    For a finite ρ with `k > 1` or a selection map, the weight ratio `r` is the
+    sample maximum of `max_l c_l / Σ_{j∈S_k} c_j` (like `B_f`, a bound on the sample).
+    """
+    k, rho, sel = routing_of(model)
+    ratio = None
+    if rho is not None and (k > 1 or sel is not None):
+        c = _gating.combine_weights(a, rho)  # [N, K], scaled by e^{−max a/ρ}
+        chosen = _gating.hard_mask(_selection_scores(model, a), k)
+        ratio = jnp.max(jnp.max(c, axis=-1) / jnp.sum(chosen * c, axis=-1))
+    return soft_hard_bound(
+        taus, b_y, b_f, a.shape[1], C_m, alpha, w0, k=k, rho=rho, weight_ratio=ratio
+    )
 
 
 def certify(
@@ -104,15 +234,26 @@ def certify(
     B_f=None,
     z: float = 2.0,
 ) -> Certificate:
-    """The Theorem 4.5 certificate with its constants read off the data.
+    """The Theorem 4.5 certificate (top-k: T.10, T.9) with its constants read off the data.
 
-    `(C_m, α, w_0)` come from `margin_tail_fit` of the model's top-two margins
-    (`C_m` is the envelope `C_env`, so `M(w) ≤ C_m w^α` on the fitted range
-    `[w_1, w_0]`); by default the widths are 12 geometric points between the
-    `max(200/N, 10⁻³)` and 25 % quantiles of `Δ`. `B_Y = max_n |y_n|` and
-    `B_f = max_{n,k} |f_k(x_n)|` unless given (Assumption 4.3; on the sample
-    these are exact bounds). The certificate is then `soft_hard_bound` (4.5–4.8).
-    The power law is extrapolated below `w_1`, which the sample cannot check.
+    `(C_m, α, w_0)` come from `margin_tail_fit` of the model's top-k margins
+    `Δ_k` (T.1) of the *selection* scores (the router's logits, or
+    `model.selection` of them; `C_m` is the envelope `C_env`, so
+    `M_k(w) ≤ C_m w^α` on the fitted range `[w_1, w_0]`); by default the
+    widths are 12 geometric points between the `max(200/N, 10⁻³)` and 25 %
+    quantiles of `Δ_k`. `B_Y = max_n |y_n|` and `B_f = max_{n,k} |f_k(x_n)|`
+    unless given (Assumption 4.3; on the sample these are exact bounds). The
+    routing `(k, ρ, selection)` is read off the model
+    (`softhard.models.routing_of`); for a finite combine temperature the
+    weight ratio of the T.9 bound is its sample maximum (see
+    `soft_hard_bound`). The power law is extrapolated below `w_1`, which the
+    sample cannot check; a fit with status `"misfit"` still bounds the
+    profile on the grid (the envelope), so it is used; read `tail.residual`.
+
+    Raises:
+        ValueError: when the margin has an atom (exact ties of positive mass,
+            `tail.status == "atom"`): (4.4) fails and `L_τ − L_0` need not vanish
+            as τ → 0, so no certificate is returned.
 
     Args:
         model: pytree with `.router` and `.experts` (bounded experts, e.g. clipped).
@@ -124,21 +265,26 @@ def certify(
     Returns:
         `Certificate(bound, gap, tail, B_Y, B_f)`.
     """
-    require_top1(model, "certify")
     x, y = check_xy(x, y)
     taus = check_taus(taus)
     check_finite_params(model, "model")
     dtype = jnp.result_type(x.dtype, y.dtype, float)
     x, y = x.astype(dtype), y.astype(dtype)
     a = logits(model.router, x)
+    k = check_k(routing_of(model)[0], a.shape[1], "model.k")
     f = expert_outputs(model.experts, x)
-    if ws is None:
-        ws = tail_widths(np.asarray(top_two_margin(a), dtype=np.float64))
-    tail = margin_tail_fit(a, ws, z=z)
+    tail = margin_tail_fit(_selection_scores(model, a), ws, k=k, z=z)
+    if tail.status == "atom":
+        raise ValueError(
+            f"the top-{k} margin has an atom: {float(tail.atom.value):.3g} of the sample has "
+            "exactly tied selection scores, so the margin tail (4.4) fails and the soft-hard "
+            "gap need not vanish as tau -> 0; no certificate applies (the fit above the atom "
+            "is in margin_tail_fit)"
+        )
     b_y = jnp.max(jnp.abs(y)) if B_Y is None else jnp.asarray(B_Y, dtype)
     b_f = jnp.max(jnp.abs(f)) if B_f is None else jnp.asarray(B_f, dtype)
     alpha = jnp.maximum(tail.alpha.value, 0.0)
-    bound = soft_hard_bound(taus, b_y, b_f, a.shape[1], tail.C_env, alpha, tail.w0)
+    bound = _model_bound(model, a, taus, b_y, b_f, tail.C_env, alpha, tail.w0)
     gap = risk_sweep(model, x, y, taus).gap
     return Certificate(bound, gap, tail, b_y, b_f)
 
@@ -298,7 +444,6 @@ def gamma_check(
         `GammaCheck(sup_gap, certificate, maximisers, soft_min, hard_at_soft_min,
         hard_min, excess)`.
     """
-    require_top1(model, "gamma_check")
     x, y = check_xy(x, y)
     taus = check_taus(taus)
     check_finite_params(model, "model")
@@ -335,7 +480,8 @@ def gamma_check(
             f = expert_outputs(m_t.experts, x)
             b_y = jnp.max(jnp.abs(y)) if B_Y is None else B_Y
             b_f = jnp.max(jnp.abs(f)) if B_f is None else B_f
-            c = soft_hard_bound(taus[t], b_y, b_f, f.shape[1], C_m, alpha, w0)
+            a_t = logits(m_t.router, x)
+            c = _model_bound(m_t, a_t, taus[t], b_y, b_f, C_m, alpha, w0)
         cert.append(c)
 
     hard_min = runs.hard_min

@@ -46,10 +46,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _gating
 from ._stats import Estimate, chunk_size_for, scale_estimate, stream_moments
 from ._validate import (
     check_delta,
     check_finite_params,
+    check_k,
     check_kind,
     check_logits,
     check_x,
@@ -57,7 +59,7 @@ from ._validate import (
     is_concrete,
 )
 from .boundary import KINDS
-from .models import require_top1
+from .models import is_top1, routing_of
 from .routing import expert_outputs, logits, pair_indices
 
 __all__ = [
@@ -199,6 +201,7 @@ class _LocalFit(NamedTuple):
     beta: jax.Array  # [D+1, P] coefficients of 1, z, …, z^D (z = (s − t)/h)
     se: jax.Array  # [D+1, P] sandwich standard errors
     sigma2: jax.Array  # [P] weighted residual variance ≈ Var(g | s = t±)
+    ok: jax.Array  # [P] bool: enough samples in the window for a determined fit
 
 
 def _local_fit(s, g, t, h, *, side, degree, chunk) -> _LocalFit:
@@ -229,7 +232,10 @@ def _local_fit(s, g, t, h, *, side, degree, chunk) -> _LocalFit:
 
     infl, r2 = stream_moments(residuals, (s, g), chunk)
     sigma2 = r2.value / S.value[0]
-    return _LocalFit(beta, infl.stderr, sigma2)
+    # effective count of samples at the window's edge t: n Σ-weight · h · √(2π) ≈ #{z ≲ 1}
+    count = s.shape[0] * S.value[0] * h * math.sqrt(2.0 * math.pi)
+    ok = (count >= 3.0 * (degree + 1)) & jnp.all(jnp.isfinite(Sinv), axis=(1, 2))
+    return _LocalFit(beta, infl.stderr, sigma2, ok)
 
 
 @functools.partial(jax.jit, static_argnames=("chunk",))
@@ -252,7 +258,13 @@ def _one_sided(s, g, t, p, se_p, bandwidth, *, chunk) -> _Smoothed:
     mu, se_mu = fit.beta[0], fit.se[0]
     bias_mu = 0.5 * h**2 * abs(k0.mu2) * jnp.sqrt(curv2)
     se_var = jnp.sqrt((p * se_mu) ** 2 + (mu * se_p) ** 2)
-    return _Smoothed(p * mu, se_var, p * bias_mu, h)
+    # no data at the level (an interface far from the sample, a pair that never
+    # meets): m(t+) = p μ with p ≈ 0 and |μ| ≤ max|g|, so 0 ± (p + se_p) max|g|
+    ok = pil.ok & fit.ok
+    g_max = jnp.max(jnp.abs(g), axis=0)
+    value = jnp.where(ok, p * mu, 0.0)
+    se_var = jnp.where(ok, se_var, (p + se_p) * g_max)
+    return _Smoothed(value, se_var, jnp.where(ok, p * bias_mu, 0.0), h)
 
 
 def _prepare(s, g, t, bandwidth, side, chunk_size):
@@ -475,14 +487,17 @@ def surface_integral(
 # ----------------------------------------------------------------------------
 
 
-def _top_two_indicator(a: jax.Array, i: int, j: int) -> jax.Array:
-    # a: [N, K] -> [N] float, 1 where {i, j} are the two largest logits
+def _top_two(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    # a: [N, K] -> the indices [N] of the largest and second-largest logits
     # (max/argmax twice: cheaper than lax.top_k on CPU; ties go to the lower index)
     first = jnp.argmax(a, axis=-1)
     masked = jnp.where(jax.nn.one_hot(first, a.shape[1], dtype=bool), -jnp.inf, a)
-    second = jnp.argmax(masked, axis=-1)
-    hit = ((first == i) & (second == j)) | ((first == j) & (second == i))
-    return hit.astype(a.dtype)
+    return first, jnp.argmax(masked, axis=-1)
+
+
+def _pair_batch(n: int, num_pairs: int) -> int:
+    # pairs per vectorised batch: about 2^24 score values live at once
+    return max(1, min(num_pairs, (1 << 24) // max(n, 1)))
 
 
 def pairwise_level_set_densities(logits: jax.Array, *, t=0.0, top_two: bool = False) -> Estimate:
@@ -493,10 +508,12 @@ def pairwise_level_set_densities(logits: jax.Array, *, t=0.0, top_two: bool = Fa
     is restricted to where `i, j` are the two largest logits,
     `G_ij^top(t) = ∫_{s_ij=t, {i,j} top two} p/|∇s_ij|`, so that
     `M(w) = 2 w Σ_{i<j} G_ij^top(0) + o(w)` ([X]). Only score values are
-    needed, so this takes logits; each pair is a `kernel_smoothed_mean`.
+    needed, so this takes logits; each pair is the two-sided estimate of
+    `kernel_smoothed_mean`, vectorised over batches of pairs (`lax.map`), so
+    `K(K−1)/2` pairs cost one compiled pass, not a Python loop.
 
     Args:
-        logits: `[N, K]` router logits `a(X_n)`.
+        logits: `[N, K]` router logits `a(X_n)`, `N >= 2`.
         t: scalar level.
         top_two: restrict to the top-two interface (default `False`).
 
@@ -504,16 +521,32 @@ def pairwise_level_set_densities(logits: jax.Array, *, t=0.0, top_two: bool = Fa
         `Estimate` of shape `[K(K−1)/2]`, pairs in `routing.pair_indices` order.
     """
     a = check_logits(logits)
+    if a.shape[0] < 2:
+        raise ValueError(f"`logits` must hold N >= 2 samples [N, K], got shape {a.shape}")
     if not jnp.issubdtype(a.dtype, jnp.floating):
         a = a.astype(jnp.result_type(float))
-    vals, errs = [], []
-    for i, j in zip(*pair_indices(a.shape[1])):
-        i, j = int(i), int(j)
-        w = _top_two_indicator(a, i, j) if top_two else jnp.ones(a.shape[:1], a.dtype)
-        est = kernel_smoothed_mean(a[:, i] - a[:, j], w, t=t)
-        vals.append(est.value)
-        errs.append(est.stderr)
-    return Estimate(jnp.stack(vals), jnp.stack(errs))
+    if jnp.shape(t) != ():
+        raise ValueError(f"`t` must be a scalar level, got shape {jnp.shape(t)}")
+    n, K = a.shape
+    ii, jj = (jnp.asarray(v) for v in pair_indices(K))
+    first, second = _top_two(a)
+    t = jnp.asarray(t, a.dtype)
+    nan = jnp.full((1,), jnp.nan, a.dtype)
+    chunk = chunk_size_for(n, 8, None)
+
+    def one(ij):
+        i, j = ij
+        s = a[:, i] - a[:, j]
+        if top_two:
+            hit = ((first == i) & (second == j)) | ((first == j) & (second == i))
+            w = hit.astype(a.dtype)
+        else:
+            w = jnp.ones_like(s)
+        out = _two_sided(s, w[:, None], t, nan, chunk=chunk)
+        return out.value[0], jnp.sqrt(out.se_var[0] ** 2 + out.bias[0] ** 2)
+
+    vals, errs = jax.lax.map(one, (ii, jj), batch_size=_pair_batch(n, ii.shape[0]))
+    return Estimate(vals, errs)
 
 
 def ambiguity_coefficient(logits: jax.Array, eps, *, kind: str = "top2") -> Estimate:
@@ -546,8 +579,100 @@ def ambiguity_coefficient(logits: jax.Array, eps, *, kind: str = "top2") -> Esti
 # ----------------------------------------------------------------------------
 
 
+class _Interface(NamedTuple):
+    pair: jax.Array  # [N] int: index (routing.pair_indices order) of each sample's own pair
+    lo: jax.Array  # [N] int: the lower index i of the pair (i, j), i < j
+    hi: jax.Array  # [N] int: the higher index j
+    df: jax.Array  # [N] Δ̃f = F_i − F_j: hard predictor with i selected minus with j selected
+    f0: jax.Array  # [N] the hard predictor f_0^(k) (T.5)
+    shift: jax.Array  # [N] L = log(D_i/D_j), D = Σ_{l∈S} c_l (0 for ρ = ∞ or c_i = c_j)
+
+
+def _interfaces(select: jax.Array, combine: jax.Array, f: jax.Array, k: int, rho) -> _Interface:
+    """Each sample's own interface `Γ_ij^k` (T.11): `i, j` the k-th and (k+1)-th selection scores.
+
+    `T` = the top `k − 1` (capped in the layer). With `i` selected the hard
+    predictor is `F_i = Σ_{T∪{i}} c_l f_l / D_i`, `D_i = Σ_{T∪{i}} c_l` (T.5), and
+    across the layer the soft predictor is `F_j + (F_i − F_j) σ(s_ij/τ + L)`
+    with `L = log(D_i/D_j)` (the Möbius map of `μ_i = σ(s_ij/τ)` is a shift).
+    On `Γ_ij^k` with `c_i = c_j` (one score for selection and combine), `L = 0`
+    and `F_i − F_j = ω (f_i − f_j)`, `ω = c_i/Σ_{S_k} c_l` (ρ = ∞: `1/k`).
+    """
+    K = select.shape[1]
+    rank = _gating.ranks(select)
+    kth = jnp.argmax(rank == k - 1, axis=-1)
+    nxt = jnp.argmax(rank == k, axis=-1)
+    lo, hi = jnp.minimum(kth, nxt), jnp.maximum(kth, nxt)
+    table = np.zeros((K, K), np.int32)
+    ii, jj = pair_indices(K)
+    table[np.asarray(ii), np.asarray(jj)] = np.arange(len(ii))
+    pair = jnp.asarray(table)[lo, hi]
+    if k == 1 and rho is None:  # top-1: F_i = f_i, exactly as the paper's K = 2 formula
+        F_lo = jnp.take_along_axis(f, lo[:, None], axis=1)[:, 0]
+        F_hi = jnp.take_along_axis(f, hi[:, None], axis=1)[:, 0]
+        shift = jnp.zeros_like(F_lo)
+    else:
+        top = rank < k - 1
+        in_lo = top | jax.nn.one_hot(lo, K, dtype=bool)
+        in_hi = top | jax.nn.one_hot(hi, K, dtype=bool)
+        if rho is None:
+            F_lo = jnp.sum(jnp.where(in_lo, f, 0.0), axis=1) / k
+            F_hi = jnp.sum(jnp.where(in_hi, f, 0.0), axis=1) / k
+            shift = jnp.zeros_like(F_lo)
+        else:
+            z = combine / rho  # log c_l (T.4), by log-sum-exp
+
+            def side(mask):
+                lD = jax.nn.logsumexp(jnp.where(mask, z, -jnp.inf), axis=1)
+                w = jnp.where(mask, jnp.exp(z - lD[:, None]), 0.0)
+                return jnp.sum(w * f, axis=1), lD
+
+            (F_lo, lD_lo), (F_hi, lD_hi) = side(in_lo), side(in_hi)
+            shift = lD_lo - lD_hi
+    s_own = jnp.take_along_axis(select, lo[:, None], axis=1) - jnp.take_along_axis(
+        select, hi[:, None], axis=1
+    )
+    f0 = jnp.where(s_own[:, 0] >= 0, F_lo, F_hi)  # ties: the lower index is selected (T.2)
+    return _Interface(pair, lo, hi, F_lo - F_hi, f0, shift)
+
+
+def _gap_terms(it: _Interface, y: jax.Array, on: jax.Array, top1: bool):
+    """Integrands `(g_right, g_left, g_sq)` on one pair's samples `on: [N]` (T.11, residual form).
+
+    Returns them with the constants `(c_side, c_sq)` of `c = c_side [m(0+) − m(0−)] + c_sq m_sq`.
+    With `L` the layer shift, `∫_0^∞ (1 − σ(u + L)) du = softplus(−L)`,
+    `∫_{−∞}^0 σ(u + L) du = softplus(L)` and `∫ (1{u>0} − σ(u + L))² du =
+    softplus(L) + softplus(−L) − 1` (`= ln 2, ln 2, 2 ln 2 − 1` at `L = 0`).
+    """
+    g = on * it.df * (y - it.f0)
+    g_sq = on * it.df * it.df
+    if top1:
+        return (g, g, g_sq), (_TWO_LN2, _TWO_LN2 - 1.0)
+    a_plus, a_minus = jax.nn.softplus(-it.shift), jax.nn.softplus(it.shift)
+    return (a_plus * g, a_minus * g, (a_plus + a_minus - 1.0) * g_sq), (2.0, 1.0)
+
+
+def _interface_mean(s, g, bandwidth, *, kinked: bool) -> Estimate:
+    """`E[g | s = 0] p_s(0)` for the `Δf²` term of the gap coefficient.
+
+    When every sample belongs to the pair (K = 2, or K ≥ 3 with dead experts)
+    the integrand is smooth across `s = 0` and the two-sided kernel is used.
+    Otherwise the samples of one pair are those where `i, j` are the
+    k-th and (k+1)-th: as `|s_ij|` grows a third logit can fall between them,
+    so the pair's density has a kink (`p(0)(1 − κ|s|)`) at `s = 0` and a
+    two-sided kernel is biased by `O(h)` (10 % at K = 8, d = 4, N = 2^20).
+    The average of the two one-sided local-linear limits is unbiased to
+    `O(h²)` on each smooth side; its stderr is their sum halved (conservative).
+    """
+    if not kinked:
+        return kernel_smoothed_mean(s, g, bandwidth=bandwidth)
+    right = kernel_smoothed_mean(s, g, side="right", bandwidth=bandwidth)
+    left = kernel_smoothed_mean(s, g, side="left", bandwidth=bandwidth)
+    return Estimate(0.5 * (right.value + left.value), 0.5 * (right.stderr + left.stderr))
+
+
 def gap_coefficient(model, x: jax.Array, y: jax.Array, *, bandwidth=None) -> Estimate:
-    """First-order coefficient `c` in `L_τ − L_0 = c τ + o(τ)` (EQUATIONS.md §3, [X]).
+    """First-order coefficient `c` in `L_τ − L_0 = c τ + o(τ)` (EQUATIONS.md §3, T.11, [X]).
 
     For K = 2 with `s = a_1 − a_2`, `Δf = f_1 − f_2` and the jump
     `J = E[Y | x⁺] − E[Y | x⁻]` of the regression function across `{s = 0}`
@@ -562,25 +687,37 @@ def gap_coefficient(model, x: jax.Array, y: jax.Array, *, bandwidth=None) -> Est
 
     `m(u) = E[Δf (Y − f_0) | s = u] p_s(u)`, whose jump is `∫ Δf (J − Δf) p/|∇s|`.
     The one-sided limits `m(0±)` come from the one-sided local-linear kernels
-    of `kernel_smoothed_mean`, the `Δf²` term from the two-sided kernel. In
-    the realizable case `Y − f_0 ≡ 0` (noiseless), so the noisier one-sided
-    part vanishes exactly. A realizable target (`Y = f_0(X)`) gives
-    `(2 ln 2 − 1) ∫ Δf² p/|∇s|`; a target continuous across `S` gives
-    `−∫ Δf² p/|∇s|`. For K > 2 the coefficient is the sum over pairs `i < j`
-    of the same with `s_ij`, `f_i − f_j`, restricted to where `i, j` are the
-    top two. The stderr adds the stderrs of the parts (conservative).
+    of `kernel_smoothed_mean`, the `Δf²` term from the two-sided kernel. A
+    realizable target (`Y = f_0(X)`) gives `(2 ln 2 − 1) ∫ Δf² p/|∇s|`; a
+    target continuous across `S` gives `−∫ Δf² p/|∇s|`.
+
+    For K > 2 and top-k routing (T.11) the coefficient is the sum over the
+    interfaces `Γ_ij^k` where `i < j` are the k-th and (k+1)-th selection
+    scores, `s_ij` the difference of the selection scores, and `Δf` replaced
+    by `Δ̃f = F_i − F_j`, the jump of the hard predictor (T.5) across `Γ_ij^k`
+    (`= ω (f_i − f_j)`, `ω = c_i/Σ_{S_k} c_l` from the combine logits; ρ = ∞:
+    `1/k`). Where selection and combine scores differ, `c_i ≠ c_j` on the
+    interface and the layer profile is `σ(u + L)`, `L = log(D_i/D_j)`: the
+    constants `ln 2, 2 ln 2 − 1` become `softplus(∓L)`, `softplus(L) +
+    softplus(−L) − 1` (`_gap_terms`). Each sample is assigned its own pair;
+    pairs no sample meets (a dead expert) contribute exactly `0 ± 0`, and an
+    interface far from every sample `0` with a finite stderr. The stderr adds
+    the stderrs of the parts (conservative).
 
     Args:
-        model: pytree with `.router` and `.experts` (e.g. `MoE`), `x: [d] -> [K]` each.
-        x: `[N, d]` inputs; y: `[N]` targets.
+        model: pytree with `.router` and `.experts` (e.g. `MoE`), `x: [d] -> [K]` each;
+            top-k routing is read off it (`models.routing_of`).
+        x: `[N, d]` inputs, `N >= 2`; y: `[N]` targets.
         bandwidth: `None` (automatic) or a bandwidth `> 0` for every part.
 
     Returns:
         scalar `Estimate` of `c`.
     """
-    require_top1(model, "gap_coefficient")
     x, y = check_xy(x, y)
+    if x.shape[0] < 2:
+        raise ValueError(f"`x` must hold N >= 2 samples [N, d], got shape {x.shape}")
     check_finite_params(model, "model")
+    k, rho, selection = routing_of(model)
     dtype = jnp.result_type(x.dtype, y.dtype, float)
     x, y = x.astype(dtype), y.astype(dtype)
     a = logits(model.router, x)
@@ -590,19 +727,23 @@ def gap_coefficient(model, x: jax.Array, y: jax.Array, *, bandwidth=None) -> Est
             f"`model.experts` must return [K] = {a.shape[1:]} outputs to match the router, "
             f"got batched shape {f.shape}"
         )
+    check_k(k, a.shape[1], "k", allow_all=False)
+    sel = a if selection is None else jax.vmap(selection)(a)
+    it = _interfaces(sel, a, f, k, rho)
+    top1 = is_top1(model)
+    counts = np.bincount(np.asarray(it.pair), minlength=a.shape[1] * (a.shape[1] - 1) // 2)
     value = jnp.zeros((), dtype)
     stderr = jnp.zeros((), dtype)
-    for i, j in zip(*pair_indices(a.shape[1])):
+    for p, (i, j) in enumerate(zip(*pair_indices(a.shape[1]))):
+        if counts[p] == 0:  # a pair that never meets: 0 ± 0
+            continue
         i, j = int(i), int(j)
-        s = a[:, i] - a[:, j]
-        on = _top_two_indicator(a, i, j) if a.shape[1] > 2 else jnp.ones_like(s)
-        df = f[:, i] - f[:, j]
-        f_hard = jnp.where(s >= 0, f[:, i], f[:, j])  # f_0 where {i, j} are the top two (2.9)
-        g_jump = on * df * (y - f_hard)
-        g_sq = on * df * df
-        right = kernel_smoothed_mean(s, g_jump, side="right", bandwidth=bandwidth)
-        left = kernel_smoothed_mean(s, g_jump, side="left", bandwidth=bandwidth)
-        both = kernel_smoothed_mean(s, g_sq, bandwidth=bandwidth)
-        value = value + _TWO_LN2 * (right.value - left.value) + (_TWO_LN2 - 1.0) * both.value
-        stderr = stderr + _TWO_LN2 * (right.stderr + left.stderr) + (_TWO_LN2 - 1.0) * both.stderr
+        s = sel[:, i] - sel[:, j]
+        on = (it.pair == p).astype(dtype) if a.shape[1] > 2 else jnp.ones_like(s)
+        (g_r, g_l, g_sq), (c, c_sq) = _gap_terms(it, y, on, top1)
+        right = kernel_smoothed_mean(s, g_r, side="right", bandwidth=bandwidth)
+        left = kernel_smoothed_mean(s, g_l, side="left", bandwidth=bandwidth)
+        both = _interface_mean(s, g_sq, bandwidth, kinked=bool(counts[p] < a.shape[0]))
+        value = value + c * (right.value - left.value) + c_sq * both.value
+        stderr = stderr + c * (right.stderr + left.stderr) + c_sq * both.stderr
     return Estimate(value, stderr)

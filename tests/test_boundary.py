@@ -21,6 +21,7 @@ from softhard.boundary import (
     margin_tail_fit,
     pairwise_slab_mass,
     slab_width,
+    tail_widths,
 )
 
 N_BIG = 2**20
@@ -221,3 +222,64 @@ def test_bad_input_names_the_argument(logits3):
         margin_tail_fit(logits3, [0.0, 0.1])
     with pytest.raises(ValueError, match="ws"):
         margin_tail_fit(logits3, [1e-12, 2e-12])  # no margin that small: M(w) = 0
+
+
+def test_pairwise_slab_mass_streams_and_matches_unstreamed(rng):
+    a = jnp.asarray(rng.normal(size=(5000, 4)))
+    ws = jnp.array([0.0, 0.05, 0.3, 2.0])
+    i, j = sh.pair_indices(4)
+    gaps = np.abs(np.asarray(a)[:, i] - np.asarray(a)[:, j])  # [N, P], the old [N, P, W] way
+    ref = np.mean(gaps[:, :, None] <= np.asarray(ws)[None, None, :], axis=0).T
+    for chunk in (None, 1000, 777):  # one chunk, even chunks, a ragged last chunk
+        got = pairwise_slab_mass(a, ws, chunk_size=chunk)
+        np.testing.assert_allclose(got.value, ref, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(got.stderr, np.sqrt(ref * (1 - ref) / 5000), atol=1e-13)
+    # the working set does not grow with N (compiled temporaries at two sizes)
+    from softhard.boundary import _pairwise_slab_mass
+
+    temps = [
+        _pairwise_slab_mass.lower(jnp.zeros((n, 16)), jnp.ones(4), chunk=1024)
+        .compile()
+        .memory_analysis()
+        .temp_size_in_bytes
+        for n in (2**14, 2**17)
+    ]
+    assert temps[1] <= temps[0] * 1.01
+
+
+def test_non_finite_rows_are_refused(logits3):
+    bad = logits3[:100].at[7, 1].set(jnp.nan).at[9, 0].set(jnp.inf)
+    for call in (
+        lambda: boundary_mass(bad, 0.1),
+        lambda: boundary_mass(bad, 0.1, kind="pairwise"),
+        lambda: ambiguity_mass(bad, 0.1, 0.1),
+        lambda: pairwise_slab_mass(bad, 0.1),
+        lambda: margin_tail_fit(bad, [0.1, 0.2]),
+    ):
+        with pytest.raises(ValueError, match=r"`logits`.*2 of 100 rows.*row 7"):
+            call()
+
+
+def test_k1_results_are_bit_identical_to_before():
+    # values recorded from the implementation before the top-k / atom changes
+    a = jnp.asarray(np.random.default_rng(1234).normal(size=(4096, 4)))
+    fit = margin_tail_fit(a, np.geomspace(0.02, 0.4, 7))
+    assert float(fit.C_m.value) == float.fromhex("0x1.be5d93991b32dp-1")
+    assert float(fit.C_m.stderr) == float.fromhex("0x1.8fa838bb5eca4p-5")
+    assert float(fit.alpha.value) == float.fromhex("0x1.f0aaa912c65cbp-1")
+    assert float(fit.alpha.stderr) == float.fromhex("0x1.2212bd50d9e26p-5")
+    assert float(fit.C_env) == float.fromhex("0x1.aed103cfaf6e4p+0")
+    assert fit.status == "ok" and fit.k == 1 and float(fit.atom.value) == 0.0
+    assert float(ambiguity_mass(a, 0.3, 0.1, k=1).value) == float.fromhex("0x1.29a0000000000p-1")
+    f32 = margin_tail_fit(a.astype(jnp.float32), np.geomspace(0.02, 0.4, 7))
+    assert float(f32.alpha.value) == float.fromhex("0x1.f0aaaa0000000p-1")
+    assert f32.alpha.value.dtype == jnp.float32
+
+
+def test_tail_widths_above_an_atom():
+    m = np.concatenate([np.zeros(500), np.linspace(0.001, 1.0, 9500)])
+    ws = tail_widths(m)
+    assert ws[0] > 0 and ws[-1] == pytest.approx(np.quantile(m[m > 0], 0.25))
+    np.testing.assert_array_equal(tail_widths(m[500:]), ws)
+    with pytest.raises(ValueError, match="margin"):
+        tail_widths(np.zeros(100))

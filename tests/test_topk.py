@@ -256,13 +256,7 @@ def test_top1_only_estimators_refuse_a_topk_model(rng):
     """Where the top-k form is not built yet, a top-k model gets an error, not a top-1 answer."""
     m = _random_moe(rng, 3, 2, k=2)
     x, y = jnp.asarray(rng.normal(size=(64, 2))), jnp.asarray(rng.normal(size=64))
-    law = sh.StandardGaussian(2)
-    for call in (
-        lambda: sh.gap_coefficient(m, x, y),
-        lambda: sh.certify(m, x, y, jnp.array([0.1])),
-        lambda: sh.hard_risk_gradient(m, x, y),
-        lambda: sh.exact_soft_risk(m, sh.Teacher(m.router, m.experts), law, 0.1),
-    ):
+    for call in (lambda: sh.hard_risk_gradient(m, x, y),):
         with pytest.raises(ValueError, match="top-1"):
             call()
 
@@ -280,3 +274,30 @@ def test_topk_boundary_mass_against_sorting(rng):
         sh.boundary_mass(a, w, kind="pairwise", k=2)
     with pytest.raises(ValueError, match="`k`"):
         sh.boundary_mass(a, w, k=5)
+
+
+@pytest.mark.parametrize("rho", [None, 1.0])
+def test_landscape_on_a_topk_loss(rng, rho):
+    """Hessian spectra of a top-2 loss: Lanczos = dense eigh, and the router gauge is exact.
+
+    Top-k masks are invariant to adding one function of x to every logit, as softmax
+    is, so the Hessian vanishes on the translations of the router rows (`gauge="auto"`).
+    """
+    from jax.flatten_util import ravel_pytree
+
+    m = _random_moe(rng, 4, 2, k=2, combine_temperature=rho)
+    x = jnp.asarray(rng.normal(size=(256, 2)))
+    y = jnp.asarray(rng.normal(size=256))
+    loss = lambda mm: sh.soft_risk(mm, x, y, 0.3)
+    flat, unravel = ravel_pytree(m)
+    H = jax.hessian(lambda v: loss(unravel(v)))(flat)
+    dense = np.linalg.eigvalsh(np.asarray(H))
+    np.testing.assert_allclose(sh.hessian_spectrum(loss, m).eigenvalues, dense, atol=1e-10)
+    G = np.asarray(sh.gauge_directions(m))
+    assert G.shape == (flat.size, 3)  # d + 1 translations of the router rows
+    np.testing.assert_allclose(np.asarray(H) @ G, 0.0, atol=1e-10)
+    fixed = sh.hessian_spectrum(loss, m, gauge="auto").eigenvalues
+    assert fixed.shape == (flat.size - 3,)
+    # the gauge zeros are gone, the rest of the spectrum is unchanged
+    nonzero = np.sort(np.delete(dense, np.argsort(np.abs(dense))[:3]))
+    np.testing.assert_allclose(np.sort(fixed), nonzero, atol=1e-9)

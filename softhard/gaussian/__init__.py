@@ -50,7 +50,20 @@ interface). Measured relative accuracy: about `1e-13` for `K = 2` with
 form.
 
 Scope: `K ∈ {2, 3}` student experts; a `Teacher` with `K* ∈ {2, 3}` experts or
-a `LinearTarget`. For `K ≥ 4` the integral is over `K − 1 ≥ 3` dimensions with
+a `LinearTarget`. Top-k routing (EQUATIONS.md §T) wherever the span of the
+logit differences is at most 2-D: a `MoE(..., k=2, combine_temperature=ρ)`
+student with K = 3 (ρ = ∞ or finite; the soft top-2 mask T.3, the hard top-2
+set T.2 = "drop the minimum", the combine weights T.4), and top-2 teachers
+(K* = 3; finite ρ* only when the teacher's logit differences are functions of
+the student's, e.g. its own router). For `k = 2` the angular rule is also
+split at the top-2 interfaces `a_i = a_j < a_m` (the rays opposite the
+top-two ones) and the radial rule where the soft mask's cap switches; the
+gap coefficient (T.11) integrates along the top-2 interfaces with the
+combine weight ω of the swapped expert; `exact_boundary_mass(k=2)` gives
+`M_2(w)` (T.7). The top-k ambiguity mass is not built (its region is not
+star-shaped about the tie point). The radial integrals are also split at the
+angle of the teacher's tie point, where its cells meet. Selection maps
+(`selection=`) are refused. For `K ≥ 4` the integral is over `K − 1 ≥ 3` dimensions with
 boundary layers on a polyhedral fan; the functions raise a `ValueError`
 pointing to the Monte Carlo estimators (`softhard.risk_sweep`) instead.
 

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validate import check_finite_params, check_vector, float_dtype, is_concrete
-from ..models import Gaussian, LinearExperts, LinearRouter, LinearTarget, Teacher, require_top1
+from .._validate import check_finite_params, check_k, check_vector, float_dtype, is_concrete
+from ..models import Gaussian, LinearExperts, LinearRouter, LinearTarget, Teacher, routing_of
 from ._normal import _halfspace_moments, _Moments, _quadrant_moments, _safe_div
 
 # ----------------------------------------------------------------------------
@@ -32,6 +32,20 @@ class _Struct(NamedTuple):
     K: int  # student experts
     Kt: int  # teacher experts; 0 for a LinearTarget or no target
     linear: bool  # the target is a LinearTarget
+    k: int = 1  # student experts per input (T.2)
+    rho: float | None = None  # student combine temperature (T.4); None: ρ = ∞
+    kt: int = 1  # teacher experts per input
+    rho_t: float | None = None  # teacher combine temperature; only kept for kt >= 2
+
+    @property
+    def top1(self) -> bool:
+        """The student routes top-1 with equal combine weights (the paper's softmax gates)."""
+        return self.k == 1 and self.rho is None
+
+    @property
+    def det_teacher(self) -> bool:
+        """The teacher's target needs its logits as functions of ζ (top-k with finite ρ)."""
+        return self.rho_t is not None
 
 
 def _dtype_of(*trees):
@@ -106,10 +120,43 @@ def _check_nondegenerate(router, law, name: str) -> None:
         )
 
 
+def _check_routing(obj, K: int, name: str) -> tuple[int, float | None]:
+    """`(k, ρ)` of a `MoE` or `Teacher` (T.2–T.4): raw-logit selection, `1 <= k < K`."""
+    k, rho, sel = routing_of(obj)
+    if sel is not None:
+        raise ValueError(
+            f"`{name}.selection` must be None for the exact Gaussian values (selection "
+            f"scores other than the linear logits have no closed form here), got {sel!r}; use "
+            f"the Monte Carlo estimators (softhard.risk_sweep)"
+        )
+    k = check_k(k, K, f"{name}.k")
+    return k, None if rho is None else float(rho)
+
+
+def _check_teacher_span(model, teacher, law) -> None:
+    """A top-k teacher with finite ρ: its logit differences must be functions of the student's.
+
+    Its target is then a deterministic function of ζ (the combine weights
+    `exp(a*_j/ρ)` have no closed-form Gaussian moments otherwise).
+    """
+    leaves = (model.router.W, teacher.router.W, law.cov)
+    if not all(is_concrete(v) for v in leaves):
+        return  # checked in the graph: NaN (see `risks._exact_risks`)
+    W, Wt, C = (np.asarray(v, dtype=np.float64) for v in leaves)
+    D, Dt = W[:-1] - W[-1], Wt[:-1] - Wt[-1]
+    Czz, Ctz, Ctt = D @ C @ D.T, Dt @ C @ D.T, Dt @ C @ Dt.T
+    S = Ctt - Ctz @ np.linalg.solve(Czz, Ctz.T)
+    if np.abs(S).max() > 1e-9 * max(np.abs(np.diag(Ctt)).max(), 1e-300):
+        raise ValueError(
+            "`teacher.combine_temperature` must be None (rho = inf) for a top-k teacher whose "
+            "logit differences are not functions of the student's under the law (e.g. the "
+            "student's own router): the exact values need the teacher's combine weights "
+            "as functions of the student's logits; use the Monte Carlo estimators"
+        )
+
+
 def _check_problem(model, teacher, law) -> _Struct:
     """Validate `(model, teacher, law)` in Python and return the static structure."""
-    require_top1(model, "the exact Gaussian values")
-    require_top1(teacher, "the exact Gaussian values")
     router = getattr(model, "router", None)
     experts = getattr(model, "experts", None)
     if router is None or experts is None:
@@ -120,8 +167,10 @@ def _check_problem(model, teacher, law) -> _Struct:
     K, d = _check_router(router, "model.router")
     _check_student_k(K, "model")
     _check_experts(experts, K, d, "model.experts")
+    k, rho = _check_routing(model, K, "model")
     check_finite_params(model, "model")
     _check_law(law, d)
+    kt, rho_t = 1, None
     if isinstance(teacher, LinearTarget):
         check_vector(teacher.w, d, "teacher.w")
         Kt, linear = 0, True
@@ -135,6 +184,8 @@ def _check_problem(model, teacher, law) -> _Struct:
                 f"K* <= 3 (each teacher cell an intersection of at most two half-planes)"
             )
         _check_experts(teacher.experts, Kt, d, "teacher.experts")
+        kt, rho_t = _check_routing(teacher, Kt, "teacher")
+        rho_t = rho_t if kt > 1 else None  # the hard top-1 predictor ignores ρ
         linear = False
     else:
         raise ValueError(
@@ -147,7 +198,9 @@ def _check_problem(model, teacher, law) -> _Struct:
         )
     check_finite_params(teacher, "teacher")
     _check_nondegenerate(router, law, "model")
-    return _Struct(K=K, Kt=Kt, linear=linear)
+    if rho_t is not None:
+        _check_teacher_span(model, teacher, law)
+    return _Struct(K=K, Kt=Kt, linear=linear, k=k, rho=rho, kt=kt, rho_t=rho_t)
 
 
 # ----------------------------------------------------------------------------
@@ -294,8 +347,15 @@ def _reduce_router(router, law) -> _Router:
 # ----------------------------------------------------------------------------
 
 
-def _teacher_cells(Kt: int) -> list[np.ndarray]:
-    """Teacher cells as constraints `c·t ≥ 0` on `t_k = a*_k − a*_{K*}` (`[n_c, K*−1]` each)."""
+def _teacher_cells(Kt: int, kt: int = 1) -> list[np.ndarray]:
+    """Teacher cells as constraints `c·t ≥ 0` on `t_k = a*_k − a*_{K*}` (`[n_c, K*−1]` each).
+
+    `kt = 1`: cell `m` is where expert `m` wins; `kt = 2` (`K* = 3`): where
+    expert `m` is the one left out (the hard top-2 of 3 drops the minimum, T.2),
+    the same constraints reversed. Ties are null sets.
+    """
+    if kt == 2:
+        return [-c for c in _teacher_cells(Kt)]
     if Kt == 2:
         return [np.array([[1.0]]), np.array([[-1.0]])]
     if Kt == 3:
@@ -305,6 +365,20 @@ def _teacher_cells(Kt: int) -> list[np.ndarray]:
             np.array([[-1.0, 0.0], [0.0, -1.0]]),  # a3 ≥ a1, a3 ≥ a2
         ]
     return [np.zeros((0, 0))]  # a linear target: one "cell", everything
+
+
+def _cell_targets(st: _Struct) -> list[list[float]]:
+    """The target in each teacher cell as coefficients over the target outputs (ρ* = ∞).
+
+    `kt = 1`: expert `m` in cell `m`; `kt = 2`: the mean of the two others (T.5);
+    a linear target: its one output.
+    """
+    if st.linear:
+        return [[1.0]]
+    eye = np.eye(st.Kt)
+    rows = eye if st.kt == 1 else (1.0 - eye) / st.kt
+    # Python floats: weakly typed, so a float32 problem stays float32
+    return [[float(v) for v in row] for row in rows]
 
 
 def _teacher_lines(Kt: int) -> np.ndarray:

@@ -100,8 +100,11 @@ def _circle_nodes(angles, rule):
 # ----------------------------------------------------------------------------
 
 
-def _ray_quadrature(red: _Reduced, st: _Struct, e, rule):
+def _ray_quadrature(red: _Reduced, st: _Struct, e, rule, extra=None):
     """Radial nodes along unit directions `e: [A, nz]` from the tie point.
+
+    `extra`: optional further radial breakpoints `[A, m]` (any real values;
+    they are clipped to the ray).
 
     Returns `(zeta [A, N, nz], weight [A, N])` with the weight including the
     Gaussian density and the polar Jacobian `r^{nz−1}`.
@@ -117,6 +120,8 @@ def _ray_quadrature(red: _Reduced, st: _Struct, e, rule):
         ge = e @ g.T  # [A, n_l]
         cross = _safe_div(-g0[None, :], ge)  # [A, n_l] radii where the ray meets a line
         breaks.append(jnp.where(jnp.isfinite(cross), cross, 0.0))
+    if extra is not None:
+        breaks.append(jnp.where(jnp.isfinite(extra), extra, 0.0))
     r, wr = _interval_nodes(jnp.zeros_like(rmax), rmax, jnp.concatenate(breaks, -1), rule)
     dens = jnp.exp(-0.5 * (p2[:, None] + (r - b[:, None]) ** 2)) / _TWO_PI ** (nz / 2.0)
     jac = r ** (nz - 1) if nz > 1 else 1.0
@@ -124,16 +129,20 @@ def _ray_quadrature(red: _Reduced, st: _Struct, e, rule):
     return zeta, wr * dens * jac
 
 
-def _student_rays(red: _Reduced):
-    """K = 3: the top-two interfaces, rays from the tie point ζ = 0.
+def _student_rays(red: _Reduced, k: int = 1):
+    """K = 3: the student's interfaces for top-`k` routing, rays from the tie point ζ = 0.
+
+    `k = 1`: the top-two interfaces `a_i = a_j > a_m`; `k = 2`: the interfaces
+    `a_i = a_j < a_m` of the hard top-2 (T.11: `i, j` the 2nd and 3rd), the
+    opposite rays.
 
     Returns `(dirs [3, 2], gamma [3, 2], pairs)`: unit directions in ζ, the
     gradients `γ` with `s_ij = a_i − a_j = γᵀζ`, and the pairs `(i, j)`.
     """
     dt = red.mu.dtype
     # in z = (a_1 − a_3, a_2 − a_3): a_1 = a_2 > a_3 along (1, 1), a_1 = a_3 > a_2 along
-    # (0, −1), a_2 = a_3 > a_1 along (−1, 0)
-    zdirs = jnp.asarray([[1.0, 1.0], [0.0, -1.0], [-1.0, 0.0]], dt)
+    # (0, −1), a_2 = a_3 > a_1 along (−1, 0); the same ties below the third expert opposite
+    zdirs = jnp.asarray([[1.0, 1.0], [0.0, -1.0], [-1.0, 0.0]], dt) * (1.0 if k == 1 else -1.0)
     pairs = [(0, 1), (0, 2), (1, 2)]
     E = jnp.asarray([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dt)
     dirs = jax.scipy.linalg.solve_triangular(red.Lzz, zdirs.T, lower=True).T
@@ -147,19 +156,69 @@ def _angles(v):
 
 
 def _polar_angles(red: _Reduced, st: _Struct):
-    """Angular breakpoints for K = 3: student rays, teacher line directions, the mode."""
+    """Angular breakpoints for K = 3: student rays, teacher line directions, the mode.
+
+    Top-k students (`k = 2`) add the opposite rays, their interfaces (T.11).
+    """
     dirs, _, _ = _student_rays(red)
     parts = [_angles(dirs), _angles(red.mu)[None]]
+    if st.k > 1:
+        parts.append(_angles(-dirs))
     lines = _line_coefficients(red, st)
     if lines is not None:
-        _, g = lines
+        g0, g = lines
         along = jnp.stack([-g[:, 1], g[:, 0]], axis=-1)
         parts += [_angles(along), _angles(along) + math.pi]
+        if st.Kt == 3:
+            parts.append(_angles(_teacher_tie_point(g0[:2], g[:2]))[None])
     return jnp.concatenate(parts)
 
 
-def _integrate(red: _Reduced, st: _Struct, fn, rule_angle, rule_radius):
-    """`∫ fn(ζ) φ(ζ − μ') dζ` over `R^{K−1}`; `fn: [..., nz] -> [M, ...]`; returns `[M]`."""
+def _teacher_tie_point(g0, g):
+    """Where the teacher's (conditional-mean) lines `g0 + g ζ = 0` meet (`[2]`, `[2, 2]`).
+
+    The teacher's cells meet there: the radial integral has a kink in the
+    angle that points at it. Parallel lines (no such point) give the origin.
+    """
+    det = g[0, 0] * g[1, 1] - g[0, 1] * g[1, 0]
+    ok = jnp.abs(det) > 1e-12 * (jnp.sum(g * g) + 1e-300)
+    inv_det = _safe_div(1.0, jnp.where(ok, det, 0.0))
+    x = -(g[1, 1] * g0[0] - g[0, 1] * g0[1]) * inv_det
+    y = -(-g[1, 0] * g0[0] + g[0, 0] * g0[1]) * inv_det
+    return jnp.stack([x, y])
+
+
+def _cap_switch_radii(red: _Reduced, e, taus):
+    """K = 3, k = 2: radii `[A, T]` where the soft top-2 mask's cap switches (T.3).
+
+    Along `ζ = r e` the logits are `r g` (`g = (Lzz e, 0)`); the largest entry
+    is capped at 1 beyond `S(r) = Σ_j exp(−r (g_max − g_j)/τ) = 2`, a kink of
+    the mask. With `d_1 ≤ d_2` the other two rates below the top, `r = τ s`,
+    `e^{−s d_1} + e^{−s d_2} = 1`: convex and decreasing in `s`, solved by
+    Newton's method from `s = 0` (monotone convergence). No switch (`d_1 = 0`,
+    on a top-two interface) gives 0.
+    """
+    z = e @ red.Lzz.T  # [A, 2]
+    g = jnp.concatenate([z, jnp.zeros_like(z[:, :1])], axis=-1)  # [A, 3]
+    d = jnp.sort(jnp.max(g, axis=-1, keepdims=True) - g, axis=-1)[:, 1:]  # [A, 2] ≥ 0
+    ok = d[:, 0] > 0
+    d = jnp.where(ok[:, None], d, 1.0)
+
+    def step(_, s):
+        u, v = jnp.exp(-s * d[:, 0]), jnp.exp(-s * d[:, 1])
+        return s + (u + v - 1.0) / (d[:, 0] * u + d[:, 1] * v)
+
+    s = jax.lax.fori_loop(0, 60, step, jnp.zeros_like(d[:, 0]))
+    s = jnp.where(ok, s, 0.0)
+    return s[:, None] * taus[None, :]
+
+
+def _integrate(red: _Reduced, st: _Struct, fn, rule_angle, rule_radius, taus=None):
+    """`∫ fn(ζ) φ(ζ − μ') dζ` over `R^{K−1}`; `fn: [..., nz] -> [M, ...]`; returns `[M]`.
+
+    With `taus: [T]` and a top-2 student the radial rule is also split where
+    the soft mask's cap switches at each τ (`_cap_switch_radii`).
+    """
     dt = red.mu.dtype
     if st.K == 2:
         e = jnp.asarray([[1.0], [-1.0]], dt)
@@ -171,7 +230,8 @@ def _integrate(red: _Reduced, st: _Struct, fn, rule_angle, rule_radius):
 
     def per_direction(args):
         e1, w1 = args
-        zeta, w = _ray_quadrature(red, st, e1[None], rr)
+        extra = None if taus is None or st.k == 1 else _cap_switch_radii(red, e1[None], taus)
+        zeta, w = _ray_quadrature(red, st, e1[None], rr, extra)
         return jnp.sum(fn(zeta[0]) * w[0][None], axis=-1) * w1  # [M]
 
     # rematerialise each chunk in reverse mode instead of storing its residuals

@@ -10,7 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validate import check_width, is_concrete
+from .._validate import (
+    as_real_array,
+    check_cov,
+    check_real_scalar,
+    check_vector,
+    check_width,
+    is_concrete,
+)
 from ._normal import _ncdf_between, _npdf
 
 
@@ -23,14 +30,17 @@ def _score_moments(beta, b, mean, cov):
 
 
 def _check_score_args(beta, b, mean, cov):
-    beta, mean, cov = jnp.asarray(beta), jnp.asarray(mean), jnp.asarray(cov)
+    """`beta: [d]`, scalar `b`, `mean: [d]` and a covariance `cov: [d, d]` (as `Gaussian`)."""
+    beta = as_real_array(beta, "beta", "a vector [d]")
     if beta.ndim != 1:
         raise ValueError(f"`beta` must have shape [d], got {beta.shape}")
     d = beta.shape[0]
-    if mean.shape != (d,):
-        raise ValueError(f"`mean` must have shape [d] = ({d},) to match `beta`, got {mean.shape}")
+    check_vector(beta, d, "beta")
+    check_vector(mean, d, "mean")
+    cov = check_cov(cov, "cov")
     if cov.shape != (d, d):
         raise ValueError(f"`cov` must have shape [d, d] = ({d}, {d}), got {cov.shape}")
+    check_real_scalar(b, "b", "a scalar offset (a real number)")
     if jnp.shape(b) != ():
         raise ValueError(f"`b` must be a scalar offset, got shape {jnp.shape(b)}")
     if is_concrete(beta) and is_concrete(cov):

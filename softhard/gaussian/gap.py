@@ -26,6 +26,7 @@ from ._problem import (
     _Struct,
 )
 from ._quadrature import _RULE_FINE, _ray_quadrature, _rule, _student_rays
+from .risks import _span_poison
 
 _LN2 = math.log(2.0)
 
@@ -74,33 +75,80 @@ def _bilinear(red: _Reduced, om, mom: _Moments | None, eu, ev):
     return out + sum(ku[s] * kv[t] * mom.m2[s][t] for s in range(nt) for t in range(nt))
 
 
-def _interface_integrand(red: _Reduced, st: _Struct, zeta, pair, signs):
-    """`E[2 ln2 Δf J − Δf² | ζ]` on the student interface of `pair = (i, j)`: `[...]`.
+def _sigmoid_gap(a, i: int, m: int, rho):
+    """`c_i / (c_i + c_m) = σ((a_i − a_m)/ρ)` at nodes (T.4), the combine share of `i` vs `m`."""
+    return jax.nn.sigmoid((a[i] - a[m]) / rho)
 
-    `Δf = f_i − f_j`; `J` is the jump of `E[Y | X]` across the interface, from
-    the `i` side (`s_ij > 0`) to the `j` side: `sign(λ) (f*_k − f*_l)` on the
-    part where the coinciding teacher pair `(k, l)` is the teacher's top two,
-    and 0 elsewhere (`signs`: `[n_teacher_pairs]` from `_coincidence`).
+
+def _student_omega(red: _Reduced, st: _Struct, zs, pair):
+    """`ω = c_i / Σ_{l ∈ S_k} c_l` on the interface of `pair` (T.11): scalar or `[N]`.
+
+    `k = 1`: 1; `k = 2` (K = 3, the third expert `m` selected): `1/2` for
+    `ρ = ∞`, else `σ((a_i − a_m)/ρ)` (`c_i = c_j` on the interface).
+    """
+    if st.k == 1:
+        return 1.0
+    (m,) = [v for v in range(st.K) if v not in pair]
+    if st.rho is None:
+        return 1.0 / st.k
+    a = _affine(jnp.zeros(st.K - 1, red.Lzz.dtype), red.Lzz, zs) + [jnp.zeros_like(zs[0])]
+    return _sigmoid_gap(a, pair[0], m, st.rho)
+
+
+def _teacher_jump_cell(st: _Struct, k: int, kk: int):
+    """Where the teacher's pair `(k, l)` interface carries its jump, and the swapped weight ω*.
+
+    Constraints `c·t ≥ 0` (`[n_c, K*−1]`) and, for a top-2 teacher, the third
+    expert `m`: `(k, l)` are the teacher's top two for `kt = 1` and its bottom
+    two for `kt = 2` (T.11 for the teacher); `m = None` for `kt = 1`.
+    """
+    others = [m for m in range(st.Kt) if m not in (k, kk)]
+    if not others:
+        return None, None
+    eye = np.eye(st.Kt - 1)
+    T = np.concatenate([eye, np.zeros((1, st.Kt - 1))])  # t-coefficients of a*_k − a*_K
+    cell = np.stack([T[k] - T[m] for m in others])
+    if st.kt == 1:
+        return cell, None
+    return -cell, others[0]
+
+
+def _interface_integrand(red: _Reduced, st: _Struct, zeta, pair, signs):
+    """`E[2 ln2 Δ̃f J − Δ̃f² | ζ]` on the student interface of `pair = (i, j)`: `[...]`.
+
+    `Δ̃f = ω (f_i − f_j)` with the combine weight `ω` of the swapped expert
+    (T.11, `_student_omega`); `J` is the jump of `E[Y | X]` across the
+    interface, from the `i` side (`s_ij > 0`) to the `j` side: `sign(λ) ω*
+    (f*_k − f*_l)` on the part where the coinciding teacher pair `(k, l)` is
+    the pair the teacher swaps there (its top two for a top-1 teacher, its
+    bottom two for a top-2 one, ω* its combine weight), and 0 elsewhere
+    (`signs`: `[n_teacher_pairs]` from `_coincidence`).
     """
     shape = zeta.shape[:-1]
     zs = [zeta[..., j].ravel() for j in range(zeta.shape[-1])]
     om = _affine(red.o0, red.Aoz, zs)
     no = red.o0.shape[0]
     i, j = pair
+    omega = _student_omega(red, st, zs, pair)
     e_df = np.zeros(no)
     e_df[i], e_df[j] = 1.0, -1.0
-    out = -_bilinear(red, om, None, e_df, e_df)
+    out = -(omega * omega) * _bilinear(red, om, None, e_df, e_df)
     if signs is not None:
         tm = _affine(red.t0, red.Atz, zs)
-        eye = np.eye(st.Kt - 1)
-        T = np.concatenate([eye, np.zeros((1, st.Kt - 1))])  # t-coefficients of a*_k − a*_K
+        ta = tm + [jnp.zeros_like(zs[0])]  # teacher logits relative to the last (means)
         for p, (k, kk) in enumerate(_pairs(st.Kt)):
             e_dg = np.zeros(no)
             e_dg[st.K + k], e_dg[st.K + kk] = 1.0, -1.0
-            others = [m for m in range(st.Kt) if m not in (k, kk)]
-            cell = np.stack([T[k] - T[m] for m in others]) if others else np.zeros((0, 0))
-            mom = _cell_moments(red, tm, cell) if others else None
-            out = out + 2.0 * _LN2 * signs[p] * _bilinear(red, om, mom, e_df, e_dg)
+            cell, m = _teacher_jump_cell(st, k, kk)
+            mom = None if cell is None else _cell_moments(red, tm, cell)
+            if m is None:
+                w_t = 1.0
+            elif st.rho_t is None:
+                w_t = 1.0 / st.kt
+            else:  # a finite-ρ top-k teacher: its logits are functions of ζ (checked)
+                w_t = _sigmoid_gap(ta, k, m, st.rho_t)
+            jump = _bilinear(red, om, mom, e_df, e_dg)
+            out = out + 2.0 * _LN2 * signs[p] * omega * w_t * jump
     return out.reshape(shape)
 
 
@@ -115,7 +163,7 @@ def _gap_coefficient(model, teacher, law, tol, st: _Struct):
         dens = _npdf(red.mu[0]) / red.Lzz[0, 0]
         sg = None if signs is None else signs[0]
         return dens * _interface_integrand(red, st, zeta, (0, 1), sg)[0]
-    dirs, gamma, pairs = _student_rays(red)
+    dirs, gamma, pairs = _student_rays(red, st.k)
     total = jnp.zeros((), dt)
     for p, pair in enumerate(pairs):
         zeta, w = _ray_quadrature(red, st, dirs[p][None], _rule(_RULE_FINE, dt))
@@ -124,7 +172,7 @@ def _gap_coefficient(model, teacher, law, tol, st: _Struct):
         w = _safe_div(w[0], r) * _safe_norm(gamma[p]) ** -1
         sg = None if signs is None else signs[p]
         total = total + jnp.sum(w * _interface_integrand(red, st, zeta[0], pair, sg))
-    return total
+    return _span_poison(red, st, total)
 
 
 def exact_gap_coefficient(model, teacher, law, *, coincidence_tol=1e-9):

@@ -13,7 +13,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from .._validate import check_delta, check_kind, check_tau, check_width
+from .._validate import check_delta, check_k, check_kind, check_tau, check_width
 from ._normal import _HCLIP, _TWO_PI, _ncdf_between, _safe_div
 from ._problem import _check_router_law, _reduce_router, _Router
 from ._quadrature import _RULE_FINE, _angles, _circle_nodes, _rule
@@ -66,8 +66,8 @@ def _sorted3(a):
     return top[..., 2], top[..., 1], top[..., 0]
 
 
-@functools.partial(jax.jit, static_argnames=("kind",))
-def _boundary_mass(router, law, w, kind: str):
+@functools.partial(jax.jit, static_argnames=("kind", "k"))
+def _boundary_mass(router, law, w, kind: str, k: int = 1):
     red = _reduce_router(router, law)
     dt = red.mu.dtype
     w = jnp.asarray(w, dt)
@@ -82,7 +82,8 @@ def _boundary_mass(router, law, w, kind: str):
     def radius(e, a):
         a1, a2, a3 = _sorted3(a)
         if kind == "top2":
-            rate = a1 - a2  # Δ along the ray is r·rate (2.6)
+            # Δ_k along the ray is r·rate (2.6, T.1)
+            rate = a1 - a2 if k == 1 else a2 - a3
         else:
             rate = jnp.minimum(a1 - a2, a2 - a3)  # δ along the ray (2.12)
         return _safe_div(wv, rate[:, None]) + jnp.where(rate[:, None] > 0, 0.0, jnp.inf)
@@ -95,22 +96,25 @@ def _boundary_mass(router, law, w, kind: str):
     return _k3_mass(red, radius, extra).reshape(shape)
 
 
-def exact_boundary_mass(router, law, w, kind: str = "top2"):
-    """Boundary-mass profiles `M(w) = P(Δ(X) ≤ w)` (2.13) or `M_pair(w) = P(δ(X) ≤ w)` (2.14).
+def exact_boundary_mass(router, law, w, kind: str = "top2", *, k: int = 1):
+    """Boundary-mass profiles `M_k(w) = P(Δ_k(X) ≤ w)` (2.13, T.7) or `M_pair(w)` (2.14).
 
     For a linear router and Gaussian inputs. `K = 2`: both equal the slab
     probability (3.11) of `s = a_1 − a_2`. `K = 3`: the regions are polyhedral
     in the plane of the logit differences; in polar coordinates about the tie
     point the margin grows linearly along each ray, so the radial integral is
     closed form and one angular integral remains (graded Gauss–Legendre, split
-    at every kink), accurate to about 1e-13.
+    at every kink), accurate to about 1e-13. `k = 2` (K = 3) uses the top-2
+    margin `Δ_2 = a_(2) − a_(3)` (T.1), whose level set is the top-2 interfaces.
 
     Args:
         router: `LinearRouter` with `W: [K, d]`, `K ∈ {2, 3}`.
         law: `Gaussian(mean: [d], cov: [d, d])`.
         w: scalar or `[W]` widths `≥ 0`.
-        kind: "top2" for `M` (top-two margin Δ, 2.6) or "pairwise" for
-            `M_pair` (smallest pairwise separation δ, 2.12).
+        kind: "top2" for `M_k` (top-k margin Δ_k, 2.6, T.1; `k = 1`: `M` of
+            2.13) or "pairwise" for `M_pair` (smallest pairwise separation δ,
+            2.12; it does not depend on k, so only with `k = 1`).
+        k: experts per input, `1 <= k < K`.
 
     Returns:
         scalar or `[W]`, like `w`.
@@ -120,10 +124,16 @@ def exact_boundary_mass(router, law, w, kind: str = "top2"):
     >>> round(float(exact_boundary_mass(r, StandardGaussian(2), 0.2)), 4)  # Table 2, b = 0
     0.1585
     """
-    _check_router_law(router, law)
+    K = _check_router_law(router, law)
     w = check_width(w)
     check_kind(kind, "kind", ("top2", "pairwise"))
-    return _boundary_mass(router, law, w, kind)
+    k = check_k(k, K, "k")
+    if kind == "pairwise" and k != 1:
+        raise ValueError(
+            f"`kind` = 'pairwise' (the smallest pairwise separation δ, 2.12) does not depend "
+            f"on k; pass kind='top2' for the top-k margin Δ_k, got k = {k}"
+        )
+    return _boundary_mass(router, law, w, kind, k)
 
 
 @jax.jit

@@ -14,11 +14,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._validate import check_tau, check_taus
+from .._validate import check_tau, check_taus, inv_temperature
 from ._normal import _Moments
 from ._problem import (
     _affine,
     _cell_moments,
+    _cell_targets,
     _check_problem,
     _complement,
     _reduce,
@@ -45,12 +46,17 @@ def _logits(red: _Reduced, zs):
 
 
 def _soft_gates(a, tau):
-    """Softmax gates (2.3) by log-sum-exp; `a`: K × [N] -> K × [N]."""
+    """Softmax gates (2.3) by log-sum-exp; `a`: K × [N] -> K × [N].
+
+    `1/τ` is capped as in the sweep kernel (`_validate.inv_temperature`): a τ
+    that underflows in the dtype gives the hard limit, never `0/0`.
+    """
     top = a[0]
     for v in a[1:]:
         top = jnp.maximum(top, v)
     top = jax.lax.stop_gradient(top)
-    ex = [jnp.exp((v - top) / tau) for v in a]
+    inv = inv_temperature(tau, top.dtype)
+    ex = [jnp.exp((v - top) * inv) for v in a]
     total = sum(ex[1:], ex[0])
     return [v / total for v in ex]
 
@@ -68,20 +74,127 @@ def _hard_gates(a):
     return out
 
 
-def _expected_sq(red: _Reduced, K: int, om, mom: _Moments | None, k: int, pi):
-    """`E[1_cell (g_k − Σ_j π_j f_j)² | ζ]` for target output `k`; `pi`: K × [N]."""
+def _dropped(a):
+    """One-hot of the expert left out of the hard top-2 of 3 (T.2), K × [N].
+
+    The last in the order `(−a_j, j)`: the smallest logit, ties to the highest
+    index (so the lowest indices are kept).
+    """
+    out = []
+    for i, v in enumerate(a):
+        drop = None
+        for j, u in enumerate(a):
+            if j != i:
+                c = (v <= u) if j < i else (v < u)
+                drop = c if drop is None else drop & c
+        out.append(drop.astype(v.dtype))
+    return out
+
+
+def _top2_of_3(a, tau):
+    """Soft top-2 mask of three logits (T.3), K × [N], rows summing to 2.
+
+    Uncapped, `μ = 2 softmax(a/τ)`, while that keeps the largest entry `≤ 1`,
+    i.e. `S = Σ_j exp((a_j − a_max)/τ) ≥ 2`; otherwise the winner (lowest
+    index) is capped at 1 and the other two share 1 by softmax, computed from
+    their own maximum. Differences are taken in logit units before the capped
+    `1/τ` (`_validate.inv_temperature`) multiplies them: no `0/0` or `∞ − ∞`
+    for any τ.
+    """
+    inv = inv_temperature(tau, a[0].dtype)
+    top = jax.lax.stop_gradient(functools.reduce(jnp.maximum, a))
+    ex = [jnp.exp((v - top) * inv) for v in a]
+    S = sum(ex[1:], ex[0])
+    is_top = [h > 0 for h in _hard_gates(a)]
+    rest = [jnp.where(t, -jnp.inf, v) for t, v in zip(is_top, a)]
+    second = jax.lax.stop_gradient(functools.reduce(jnp.maximum, rest))
+    q = [
+        jnp.where(t, 0.0, jnp.exp((jnp.where(t, second, v) - second) * inv))
+        for t, v in zip(is_top, a)
+    ]
+    Q = sum(q[1:], q[0])  # ≥ 1: the second entry contributes exp(0)
+    capped = [jnp.where(t, 1.0, qj / Q) for t, qj in zip(is_top, q)]
+    return [jnp.where(S >= 2.0, 2.0 * e / S, c) for e, c in zip(ex, capped)]
+
+
+def _route(a, tau, k: int, rho):
+    """Predictor weights (T.5) at nodes, K × [N]: soft at `tau`, hard (T.2) for `tau=None`.
+
+    The mask: softmax (2.3) / one-hot (2.9) for `k = 1`, the soft / hard top-2
+    of 3 (T.3, T.2) for `k = 2`; times the combine weights `exp(a_j/ρ)` (T.4,
+    none for `ρ = ∞`), normalised. Top-1 with `ρ = ∞` is the paper's gates.
+    """
+    if k == 1:
+        mu = _hard_gates(a) if tau is None else _soft_gates(a, tau)
+    else:
+        mu = [1.0 - v for v in _dropped(a)] if tau is None else _top2_of_3(a, tau)
+    if rho is None:
+        if k == 1:
+            return mu
+        u = mu
+    else:
+        u = [m * c for m, c in zip(mu, _soft_gates(a, rho))]  # normalising c is harmless
+    total = sum(u[1:], u[0])
+    return [v / total for v in u]
+
+
+def _lin(coefs, vals):
+    """`Σ_l coefs[l] vals[l]`; static zero coefficients are skipped, static ones not multiplied."""
+    out = None
+    for c, v in zip(coefs, vals):
+        static = isinstance(c, float)
+        if static and c == 0.0:
+            continue
+        term = v if static and c == 1.0 else c * v
+        out = term if out is None else out + term
+    return out
+
+
+def _expected_sq(red: _Reduced, K: int, om, mom: _Moments | None, lam, pi):
+    """`E[1_cell (Σ_l λ_l g_l − Σ_j π_j f_j)² | ζ]`; `pi`: K × [N], `lam`: n_target entries.
+
+    `lam` are the target's coefficients over the target outputs in the cell
+    (static floats, or `[N]` for a teacher whose weights vary with ζ); `mom`
+    the cell's moments of the teacher residual, `None` for the whole space.
+    """
     R = red.R
-    g = K + k
-    mean = om[g] - sum(pi[j] * om[j] for j in range(K))
-    var = R[g, g] - 2.0 * sum(pi[j] * R[j, g] for j in range(K))
+    idx = [K + g for g in range(len(lam))]
+    mean = _lin(lam, [om[g] for g in idx]) - sum(pi[j] * om[j] for j in range(K))
+    var = _lin([u * v for u in lam for v in lam], [R[g, h] for g in idx for h in idx])
+    cross = [sum(pi[j] * R[j, g] for j in range(K)) for g in idx]
+    var = var - 2.0 * _lin(lam, cross)
     var = var + sum(pi[i] * pi[j] * R[i, j] for i in range(K) for j in range(K))
+    nt = red.Aot.shape[1]
+    kappa = [
+        _lin(lam, [red.Aot[g, t] for g in idx]) - sum(pi[j] * red.Aot[j, t] for j in range(K))
+        for t in range(nt)
+    ]
     if mom is None:
-        return mean * mean + var
-    nt = len(mom.m1)
-    kappa = [red.Aot[g, t] - sum(pi[j] * red.Aot[j, t] for j in range(K)) for t in range(nt)]
+        return mean * mean + var + sum(kt * kt for kt in kappa)
     out = (mean * mean + var) * mom.p
     out = out + 2.0 * mean * sum(kappa[t] * mom.m1[t] for t in range(nt))
     return out + sum(kappa[s] * kappa[t] * mom.m2[s][t] for s in range(nt) for t in range(nt))
+
+
+def _teacher_terms(r: _Reduced, st: _Struct, zs):
+    """Per-node pieces of the target: outputs' conditional means, cell moments, coefficients.
+
+    Returns `(om, moms, lams)`: `om` the conditional means of all outputs
+    (no × [N]); per teacher cell its moments (`None`: everywhere) and the
+    target's coefficients over the target outputs (`_cell_targets`). A top-k
+    teacher with finite ρ has logits that are functions of ζ (checked): one
+    "cell", with its hard weights (T.5) at the nodes as coefficients.
+    """
+    om = _affine(r.o0, r.Aoz, zs)
+    tm = _affine(r.t0, r.Atz, zs)
+    if st.det_teacher:
+        w = _route(tm + [jnp.zeros_like(zs[0])], None, st.kt, st.rho_t)
+        return om, [None], [w]
+    cells = _teacher_cells(0 if st.linear else st.Kt, st.kt)
+    moms = [_cell_moments(r, tm, c) for c in cells[:-1]]
+    # the cells partition the teacher plane: the last one is the complement
+    moms.append(_complement(moms) if moms else _cell_moments(r, tm, cells[-1]))
+    return om, moms, _cell_targets(st)
 
 
 def _risk_integrand(red: _Reduced, red_soft: _Reduced, st: _Struct, zeta, taus, want):
@@ -90,7 +203,8 @@ def _risk_integrand(red: _Reduced, red_soft: _Reduced, st: _Struct, zeta, taus, 
     Everything that does not depend on the temperature (logits, conditional
     means, the teacher cells' moments) is computed once for all `taus: [T]`.
     `want` ⊆ {"soft", "hard", "gap"}; the soft values use `red_soft` (possibly
-    jittered, see `_soft_integrals`), the hard ones `red`.
+    jittered, see `_soft_integrals`), the hard ones `red`. The predictors are
+    the top-k ones of T.5 with the model's `k` and `ρ`.
 
     Returns:
         `[M, ...]`: the requested rows, `T` each for "soft" and "gap", one for
@@ -99,25 +213,17 @@ def _risk_integrand(red: _Reduced, red_soft: _Reduced, st: _Struct, zeta, taus, 
     shape = zeta.shape[:-1]
     zs = [zeta[..., j].ravel() for j in range(zeta.shape[-1])]
     a = _logits(red, zs)
-    cells = _teacher_cells(0 if st.linear else st.Kt)
 
-    def parts(r):
-        om = _affine(r.o0, r.Aoz, zs)
-        tm = _affine(r.t0, r.Atz, zs)
-        moms = [_cell_moments(r, tm, c) for c in cells[:-1]]
-        # the cells partition the teacher plane: the last one is the complement
-        moms.append(_complement(moms) if moms else _cell_moments(r, tm, cells[-1]))
-        return om, moms
-
-    def total(r, om, moms, pi):
-        return sum(_expected_sq(r, st.K, om, mom, k, pi) for k, mom in enumerate(moms))
+    def total(r, om, moms, lams, pi):
+        terms = zip(moms, lams)
+        return sum(_expected_sq(r, st.K, om, mom, lam, pi) for mom, lam in terms)
 
     hard = soft = None
     if "hard" in want or "gap" in want:
-        hard = total(red, *parts(red), _hard_gates(a))
+        hard = total(red, *_teacher_terms(red, st, zs), _route(a, None, st.k, st.rho))
     if "soft" in want or "gap" in want:
-        om, moms = parts(red_soft)
-        soft = jax.vmap(lambda t: total(red_soft, om, moms, _soft_gates(a, t)))(taus)
+        parts = _teacher_terms(red_soft, st, zs)
+        soft = jax.vmap(lambda t: total(red_soft, *parts, _route(a, t, st.k, st.rho)))(taus)
     rows = []
     for w in want:
         if w == "soft":
@@ -128,6 +234,15 @@ def _risk_integrand(red: _Reduced, red_soft: _Reduced, st: _Struct, zeta, taus, 
             # the gap integrand itself, for relative accuracy as τ → 0
             rows.append(soft - hard[None])
     return jnp.concatenate(rows).reshape((-1,) + shape)
+
+
+def _span_poison(red: _Reduced, st: _Struct, out):
+    """NaN unless a finite-ρ top-k teacher's logits are functions of ζ (traced parameters)."""
+    if not st.det_teacher:
+        return out
+    var = jnp.sum(red.Atz * red.Atz, axis=-1) + jnp.sum(red.Ltt * red.Ltt, axis=-1)
+    ok = jnp.all(jnp.sum(red.Ltt * red.Ltt, axis=-1) <= 1e-9 * jnp.max(var))
+    return jnp.where(ok, out, jnp.nan)
 
 
 # ----------------------------------------------------------------------------
@@ -151,7 +266,8 @@ def _exact_risks(model, target, law, taus, st: _Struct, want: tuple[str, ...], j
     def fn(zeta):
         return _risk_integrand(red, red_soft, st, zeta, taus, want)
 
-    return _integrate(red, st, fn, *rules)
+    soft_taus = taus if ("soft" in want or "gap" in want) else None
+    return _span_poison(red, st, _integrate(red, st, fn, *rules, taus=soft_taus))
 
 
 def _soft_integrals(model, target, law, taus, st: _Struct, want: tuple[str, ...]):
@@ -183,7 +299,8 @@ def _soft_integrals_flat(leaves, taus, treedef, st: _Struct, want: tuple[str, ..
 
 @_soft_integrals_flat.defjvp
 def _soft_integrals_jvp(treedef, st, want, primals, tangents):
-    jitter = 0.0 if st.linear else _JITTER[st.K]
+    # a finite-ρ top-k teacher is a function of ζ: no teacher residual to jitter
+    jitter = 0.0 if st.linear or st.det_teacher else _JITTER[st.K]
 
     def integrals(leaves, taus, jitter):
         model, target, law = jax.tree_util.tree_unflatten(treedef, leaves)
