@@ -10,7 +10,7 @@ NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 
 def test_there_is_a_notebook_per_part():
     stems = [p.name[:2] for p in NOTEBOOKS]
-    assert stems == ["01", "02", "03", "04"], [p.name for p in NOTEBOOKS]
+    assert stems == ["01", "02", "03", "04", "05"], [p.name for p in NOTEBOOKS]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

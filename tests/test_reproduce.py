@@ -15,6 +15,9 @@ COLUMNS = {
     "table2": {"offset", "mass", "mass_se", "mass_exact", "gap", "gap_se", "gap_exact",
                "flip", "flip_se", "flip_exact"},
     "table3": {"tau", "risk", "alignment", "phi_norm", "mass", "entropy", "sharpness"},
+    "table4": {"K", "rho", "tau", "mass", "mass_se", "mass_exact", "gap", "gap_se", "gap_exact",
+               "gap_over_tau", "gap_over_tau_exact", "coef", "coef_se", "coef_exact",
+               "certificate"},
 }  # fmt: skip
 
 
@@ -31,7 +34,7 @@ def test_reproduce_quick_writes_every_file_and_passes(quick_run):
     failed = [c for t in summary["tables"].values() for c in t["checks"] if not c["passed"]]
     assert rc == 0 and summary["all_passed"], failed
     assert summary["device"] and summary["seconds"] < 600
-    for n in (1, 2, 3):
+    for n in (1, 2, 3, 4):
         for ext in ("csv", "json", "tex"):
             assert (out / f"table{n}.{ext}").stat().st_size > 0
         png = (out / f"fig{n}.png").read_bytes()
@@ -39,7 +42,7 @@ def test_reproduce_quick_writes_every_file_and_passes(quick_run):
     assert not list(out.glob(".tmp-*"))
 
 
-@pytest.mark.parametrize("name", ["table1", "table2", "table3"])
+@pytest.mark.parametrize("name", ["table1", "table2", "table3", "table4"])
 def test_csv_columns_parse(quick_run, name):
     out, _ = quick_run
     with (out / f"{name}.csv").open() as fh:
@@ -74,7 +77,15 @@ def test_rerun_replaces_results_cleanly(quick_run, capsys):
     before = (out / "table2.csv").read_text()
     (out / "table2.csv").write_text("stale")
     assert main(["reproduce", "--quick", "--only", "table2", "--out", str(out)]) == 0
-    assert (out / "table2.csv").read_text() == before  # same seed, same numbers
+
+    def numbers(text):  # everything but the run id (a fresh one per run)
+        return [
+            {k: v for k, v in r.items() if k != "run_id"} for r in csv.DictReader(text.splitlines())
+        ]
+
+    after = (out / "table2.csv").read_text()
+    assert numbers(after) == numbers(before)  # same seed, same numbers
+    assert {r["seed"] for r in csv.DictReader(after.splitlines())} == {"0"}
     assert set(json.loads((out / "summary.json").read_text())["tables"]) == {"table2"}
 
 

@@ -1,4 +1,11 @@
-"""`softhard reproduce`: Tables 1–3 of Section 7 as CSV, JSON, LaTeX and PNG files."""
+"""`softhard reproduce`: Tables 1–3 of Section 7 and Table 4 (top-2 routing, §T) as files.
+
+One run holds a lock on its output folder (`io.output_lock`: a concurrent
+run into the same folder refuses), records its seed and a fresh run id in
+every file it writes, removes a stale `summary.json` before the first table
+and writes the new one last, so a `summary.json` always describes the tables
+beside it (an interrupted run leaves no summary at all).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,12 @@ import time
 
 import jax
 
-from .io import save_figure, write_csv, write_json, write_latex
+from .._validate import check_seed
+from .io import new_run_id, output_lock, save_figure, write_csv, write_json, write_latex
 
 __all__ = ["reproduce", "TABLES", "SIZES"]
 
-TABLES = ("table1", "table2", "table3")
+TABLES = ("table1", "table2", "table3", "table4")
 
 #: Monte Carlo and training sizes: the default run and the quick one (CI)
 SIZES = {
@@ -20,11 +28,13 @@ SIZES = {
         "table1": {"n": 2**24},
         "table2": {"n": 2**24},
         "table3": {"n": 20_000, "steps": 1500},
+        "table4": {"n": 2**22},
     },
     "quick": {
         "table1": {"n": 2**16},
         "table2": {"n": 2**16},
         "table3": {"n": 20_000, "steps": 1500},
+        "table4": {"n": 2**16},
     },
 }
 
@@ -41,16 +51,18 @@ def _run_table(name: str, key, sizes: dict):
     return getattr(experiments, name)(key=key, **sizes[name])
 
 
-def _write_table(out_dir: str, res) -> list[str]:
+def _write_table(out_dir: str, res, run: dict) -> list[str]:
+    """Every file of one table, each recording `run = {"seed": …, "run_id": …}`."""
     import matplotlib.pyplot as plt
 
     idx = res.name[-1]
     files = [
-        write_csv(os.path.join(out_dir, f"{res.name}.csv"), res.columns),
+        write_csv(os.path.join(out_dir, f"{res.name}.csv"), res.columns, meta=run),
         write_json(
             os.path.join(out_dir, f"{res.name}.json"),
             {
                 "table": res.name,
+                **run,
                 "columns": res.columns,
                 "checks": [c._asdict() for c in res.checks],
                 "meta": res.meta,
@@ -61,8 +73,9 @@ def _write_table(out_dir: str, res) -> list[str]:
             res.columns,
             headers=res.headers,
             formats=res.formats,
+            meta=run,
         ),
-        save_figure(res.figure, os.path.join(out_dir, f"fig{idx}.png")),
+        save_figure(res.figure, os.path.join(out_dir, f"fig{idx}.png"), meta=run),
     ]
     plt.close(res.figure)
     return files
@@ -106,33 +119,38 @@ def reproduce(
     if set(extra) - set(TABLES):
         raise ValueError(f"`sizes` must be keyed by tables among {list(TABLES)}, got {list(extra)}")
     sizes = {t: {**base[t], **extra.get(t, {})} for t in TABLES}
-    os.makedirs(out_dir, exist_ok=True)
+    seed = check_seed(seed)
     key = jax.random.key(seed)
     if progress is None:
         progress = sys.stderr.isatty()
+    run = {"seed": seed, "run_id": new_run_id()}
     summary = {
         "device": device_note(),
         "jax": jax.__version__,
-        "seed": seed,
+        **run,
         "quick": quick,
         "tables": {},
     }
-    bar = tqdm(names, desc="softhard reproduce", unit="table", disable=not progress)
-    t_all = time.perf_counter()
-    for name in bar:
-        bar.set_postfix_str(name)
-        t0 = time.perf_counter()
-        res = _run_table(name, jax.random.fold_in(key, int(name[-1])), sizes)
-        files = _write_table(out_dir, res)
-        summary["tables"][name] = {
-            "seconds": time.perf_counter() - t0,
-            "sizes": sizes[name],
-            "checks": [c._asdict() for c in res.checks],
-            "files": [os.path.basename(f) for f in files],
-        }
-    summary["seconds"] = time.perf_counter() - t_all
-    summary["all_passed"] = all(
-        c["passed"] for t in summary["tables"].values() for c in t["checks"]
-    )
-    write_json(os.path.join(out_dir, "summary.json"), summary)
+    with output_lock(out_dir, "out"):
+        summary_path = os.path.join(out_dir, "summary.json")
+        if os.path.exists(summary_path):  # stale: never beside tables of another run
+            os.remove(summary_path)
+        bar = tqdm(names, desc="softhard reproduce", unit="table", disable=not progress)
+        t_all = time.perf_counter()
+        for name in bar:
+            bar.set_postfix_str(name)
+            t0 = time.perf_counter()
+            res = _run_table(name, jax.random.fold_in(key, int(name[-1])), sizes)
+            files = _write_table(out_dir, res, run)
+            summary["tables"][name] = {
+                "seconds": time.perf_counter() - t0,
+                "sizes": sizes[name],
+                "checks": [c._asdict() for c in res.checks],
+                "files": [os.path.basename(f) for f in files],
+            }
+        summary["seconds"] = time.perf_counter() - t_all
+        summary["all_passed"] = all(
+            c["passed"] for t in summary["tables"].values() for c in t["checks"]
+        )
+        write_json(summary_path, summary)  # last: it describes the tables beside it
     return summary

@@ -19,9 +19,11 @@ __all__ = [
     "TABLE1_CONTRAST_SQ",
     "TABLE2_OFFSETS",
     "TABLE3_TAUS",
+    "TABLE4_TAUS",
     "table1_setup",
     "table2_setup",
     "table3_model",
+    "table4_setup",
 ]
 
 #: the temperatures of Table 1 (§7.1)
@@ -30,6 +32,9 @@ TABLE1_TAUS = (0.02, 0.05, 0.1, 0.2, 0.45, 0.6)
 TABLE2_OFFSETS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.25)
 #: the temperatures of Table 3 (§7.3)
 TABLE3_TAUS = (0.05, 0.1, 0.2, 0.4)
+
+#: the temperatures of Table 4 (top-2 routing, this toolkit's extension)
+TABLE4_TAUS = (0.2, 0.1, 0.05, 0.025, 0.0125)
 
 #: E[(f_1 − f_2)² | s = 0] of the Table 1 setup, read off the paper's gap/τ (TABLES.md)
 TABLE1_CONTRAST_SQ = 3.9
@@ -109,3 +114,51 @@ def table3_model(d: int = 5, *, dtype=None) -> ReducedModel:
     e = jnp.eye(d, dtype=dtype)
     gamma = 0.25 * e[0] + 2.94 * e[1]
     return reduced_model(e, e[0], jnp.ones(d, dtype) / math.sqrt(d), gamma, contrast=0.25)
+
+
+def table4_setup(K: int = 3, *, rho=None, dtype=None):
+    """Table 4 (top-2 routing, EQUATIONS.md §T [X]): a realizable top-2 problem.
+
+    `K = 3` (the exact columns): `X ~ N(0, I_2)`, logits `a_j = u_jᵀx + b_j`
+    with `u_j` at 90°, 210° and 330° and `b = (0.3, 0, −0.2)`, so the hard
+    top-2 set drops the smallest logit and the interfaces `Γ_ij^2` are the
+    three rays where the two smallest logits tie (T.11); experts
+    `f_j = v_jᵀx + c_j` with distinct slopes and offsets. `K = 8`
+    (Monte Carlo): `X ~ N(0, I_4)`, a fixed random linear router and expert
+    bank (NumPy seed 8, so the set-up is the same on every machine). The
+    teacher routes top-2 with the same router, experts and combine
+    temperature `rho` (`None`: `ρ = ∞`, equal weights; `1.0`: renormalised
+    softmax), so the problem is realizable and `L_0 = 0`.
+
+    Args:
+        K: 3 or 8.
+        rho: combine temperature (T.4), `None` or `> 0`.
+        dtype: float dtype (default: JAX's default float).
+
+    Returns:
+        `(model, teacher, law)`: a top-2 `MoE`, a top-2 `Teacher`, a `Gaussian`.
+    """
+    import numpy as np
+
+    dtype = dtype or jnp.result_type(float)
+    if K == 3:
+        ang = np.deg2rad([90.0, 210.0, 330.0])
+        W = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+        b = np.array([0.3, 0.0, -0.2])
+        B = np.array([[1.0, 0.5], [-0.5, 1.0], [0.3, -1.0]])
+        c = np.array([0.5, -0.2, 0.1])
+    elif K == 8:
+        rng = np.random.default_rng(8)
+        W = rng.normal(size=(8, 4))
+        b = 0.3 * rng.normal(size=8)
+        B = rng.normal(size=(8, 4))
+        c = 0.5 * rng.normal(size=8)
+    else:
+        raise ValueError(f"`K` must be 3 or 8 for the Table 4 setup, got {K!r}")
+    d = W.shape[1]
+    router = LinearRouter(jnp.asarray(W, dtype), jnp.asarray(b, dtype))
+    experts = LinearExperts(jnp.asarray(B, dtype), jnp.asarray(c, dtype))
+    law = Gaussian(jnp.zeros(d, dtype), jnp.eye(d, dtype=dtype))
+    model = MoE(router, experts, k=2, combine_temperature=rho)
+    teacher = Teacher(router, experts, k=2, combine_temperature=rho)
+    return model, teacher, law
