@@ -166,6 +166,12 @@ def _reproduce(args) -> int:
     return 0 if summary["all_passed"] else 1
 
 
+def _analyze(args) -> int:
+    from .diagnostics.analyze import run_cli
+
+    return run_cli(args)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="softhard", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command")
@@ -188,6 +194,18 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--csv", help="also write the table as CSV")
     sweep.add_argument("--plot", help="also write a PNG figure")
     sweep.set_defaults(func=_sweep)
+    an = sub.add_parser("analyze", help="router report from a logits dump (.npy/.npz/.safetensors)")
+    an.add_argument("file", help="logits [N, K]: .npy (memory-mapped), .npz or .safetensors")
+    an.add_argument("--k", type=int, default=1, help="experts per token (top-k), default 1")
+    an.add_argument("--layer", nargs="+", help="only these layers (names in the file)")
+    an.add_argument("--taus", type=float, nargs="+", help="temperatures (default: from margins)")
+    an.add_argument("--bounds", type=float, nargs=2, metavar=("B_Y", "B_f"),
+                    help="bounds on |Y| and |f_j| for the T.10 certificate")  # fmt: skip
+    an.add_argument("--delta", type=float, default=0.1, help="delta of the ambiguity mass")
+    an.add_argument("--allow-nonfinite", action="store_true",
+                    help="report over the finite rows when some hold NaN/inf")  # fmt: skip
+    an.add_argument("--out", help="folder for report.json, layers.csv/.tex and figures")
+    an.set_defaults(func=_analyze)
     return p
 
 
