@@ -37,3 +37,20 @@ def tol(dtype, f64=1e-12, f32=1e-5):
 def rng():
     """A NumPy generator with a fixed seed, for building test problems."""
     return np.random.default_rng(20260523)
+
+
+def run_on_cpu_devices(script: str, marker: str, *, devices: int = 4, timeout: int = 300):
+    """Run `script` in a fresh Python on `devices` simulated CPU devices; it must print `marker`."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    flag = f" --xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + flag
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert marker in proc.stdout

@@ -7,15 +7,13 @@ the whole-sample loss, and against an independent dense Hessian
 devices, in a subprocess) against the unchunked one too.
 """
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_on_cpu_devices
 
 import softhard as sh
 from softhard import landscape as L
@@ -296,11 +294,4 @@ SHARDED = textwrap.dedent(
 
 
 def test_sharded_hvp_equals_unchunked():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "SHARDED-HVP-OK" in proc.stdout
+    run_on_cpu_devices(SHARDED, "SHARDED-HVP-OK")

@@ -1,9 +1,8 @@
 """The sample axis sharded over 4 simulated CPU devices equals the 1-device path."""
 
-import os
-import subprocess
-import sys
 import textwrap
+
+from conftest import run_on_cpu_devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -41,11 +40,4 @@ SCRIPT = textwrap.dedent(
 
 
 def test_sharded_sweep_matches_single_device():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "SHARDED-OK" in proc.stdout
+    run_on_cpu_devices(SCRIPT, "SHARDED-OK")
