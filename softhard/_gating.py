@@ -18,6 +18,8 @@ never binds and `μ^τ` is the softmax (2.3).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -57,6 +59,22 @@ def hard_mask(a: jax.Array, k: int) -> jax.Array:
     return (ranks(a) < k).astype(a.dtype)
 
 
+class TopkParts(NamedTuple):
+    """The τ-free pieces of T.3 for logits `a: [..., K]`: computed once, reused over a τ grid."""
+
+    shifted: jax.Array  # a − max a (the max under stop_gradient), [..., K]
+    desc: jax.Array  # `shifted` sorted descending, no gradient, [..., K]
+    rank: jax.Array  # ranks(a): rank < k is S_k (T.2), [..., K]
+
+
+def topk_parts(a: jax.Array) -> TopkParts:
+    """Shifted logits, their descending sort and their ranks (two sorts and an argsort)."""
+    a_max = jax.lax.stop_gradient(jnp.max(a, axis=-1, keepdims=True))
+    shifted = a - a_max
+    desc = jnp.sort(jax.lax.stop_gradient(shifted), axis=-1, descending=True)
+    return TopkParts(shifted, desc, ranks(a))
+
+
 def topk_mask(a: jax.Array, tau, k: int) -> jax.Array:
     """Soft top-k mask `μ^τ` (T.3): `[..., K]`, entries in `[0, 1]`, rows summing to `k`.
 
@@ -68,9 +86,19 @@ def topk_mask(a: jax.Array, tau, k: int) -> jax.Array:
     """
     if k == 1:
         return softmax_gates(a, tau)
-    z = scaled(a, tau)  # [..., K], ≤ 0
-    rank = ranks(a)
-    zs = jnp.sort(jax.lax.stop_gradient(z), axis=-1, descending=True)
+    return topk_mask_of(topk_parts(a), tau, k)
+
+
+def topk_mask_of(parts: TopkParts, tau, k: int) -> jax.Array:
+    """`topk_mask` from `topk_parts(a)`: no sort per τ (a sweep sorts each row once).
+
+    Bit-identical to `topk_mask(a, tau, k)` for `k ≥ 2`: sorting commutes with
+    the positive scaling `1/τ`, so `sort(a − max a)/τ` is the sort of `(a − max a)/τ`.
+    """
+    shifted, desc, rank = parts
+    inv = inv_temperature(tau, jnp.result_type(shifted, float))
+    z = shifted * inv  # [..., K], ≤ 0: `scaled(a, tau)`
+    zs = desc * inv  # z sorted descending
     tail = jax.lax.cumlogsumexp(zs, axis=zs.ndim - 1, reverse=True)  # log Σ_{l ≥ r} e^{zs_l}
     r = jnp.arange(k, dtype=z.dtype).reshape((1,) * (z.ndim - 1) + (k,))
     # the largest uncapped entry with r capped, (k − r) e^{zs_r − tail_r}, is ≤ 1

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _tables
+from . import _gating, _tables
 from ._stats import Estimate, binomial_estimate, chunk_size_for
 from ._validate import (
     check_delta,
@@ -44,7 +44,7 @@ from ._validate import (
 )
 from .boundary import MarginTail, fit_tail_profile, tail_widths
 from .certificate import soft_hard_bound
-from .routing import gates, hard_gates
+from .routing import hard_gates
 
 __all__ = [
     "RouterReport",
@@ -269,7 +269,9 @@ def _chunk_stats(a, rows_ok, widths, edges, taus, delta, *, k):
     idx = jnp.where(d == 0, nb + 1, idx)
     idx = jnp.where(ok, idx, nb + 2)
     hist = jnp.zeros(nb + 3, jnp.int32).at[idx].add(1)
-    hard = hard_gates(a, k=k)  # μ^0 (T.2), [c, K]
+    # sort each row once for every τ (T.3 needs the order, not the values / τ)
+    parts = _gating.topk_parts(a) if k > 1 else None
+    hard = hard_gates(a, k=1) if k == 1 else (parts.rank < k).astype(a.dtype)  # μ^0 (T.2)
     hard_ok = hard * okf[:, None]
     out = {
         "n": count(ok),
@@ -286,7 +288,8 @@ def _chunk_stats(a, rows_ok, widths, edges, taus, delta, *, k):
         out["cosel"] = jnp.einsum("ci,cj->ij", hard_ok, hard).astype(jnp.int32)
 
     def per_tau(tau):
-        mu = gates(a, tau, k=k)  # μ^τ (T.3), [c, K]
+        # μ^τ (T.3), [c, K]; the τ grid is checked on the host (router_report)
+        mu = _gating.softmax_gates(a, tau) if k == 1 else _gating.topk_mask_of(parts, tau, k)
         # ‖μ^τ − μ^0‖_1 = 2 Σ_{j∉S_k} μ_j^τ (rows sum to k, μ ≤ 1): the small entries keep
         # their relative precision, where 1 − μ_j on S_k cancels (float32 at τ ≪ the logits)
         disc = 2.0 * jnp.sum(jnp.where(hard > 0, jnp.zeros((), mu.dtype), mu), axis=1)

@@ -6,6 +6,8 @@ softhard's functions. Implicit rank promotion (broadcasting `[N]` against
 `[N, 1]` by accident) raises, so every broadcast in the package is explicit.
 """
 
+import gc
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +22,29 @@ for _name, _value in _CONFIG.items():
 def pytest_unconfigure(config):
     for name, value in _BEFORE.items():
         jax.config.update(name, value)
+
+
+# Every program XLA:CPU compiles keeps ~100 memory mappings while jax caches it, and a
+# process may hold at most vm.max_map_count (65530 by default) of them: one pytest
+# process compiling a few thousand programs segfaults inside the compiler (CI, exit
+# 139). Drop the compiled programs once the process holds more than half of that.
+_MAPS_LIMIT = 30_000
+
+
+def _mapping_count() -> int:
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            return sum(1 for _ in f)
+    except OSError:  # not Linux: no such limit to watch
+        return 0
+
+
+@pytest.fixture(autouse=True)
+def _release_compiled_programs():
+    yield
+    if _mapping_count() > _MAPS_LIMIT:
+        jax.clear_caches()
+        gc.collect()
 
 
 @pytest.fixture(params=[jnp.float64, jnp.float32], ids=["f64", "f32"])

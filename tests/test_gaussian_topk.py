@@ -373,7 +373,7 @@ def _problem_d4(rho=None, seed=11):
     return law, model, target
 
 
-@pytest.mark.parametrize("rho", [None, 1.0])
+@pytest.mark.parametrize("rho", [pytest.param(None, marks=pytest.mark.slow), 1.0])
 def test_risk_sweep_agrees_with_exact_top2(rho):
     # N = 2^18 samples, seed 12, within 3 standard errors (soft, hard, gap)
     law, model, target = _problem_d4(rho)

