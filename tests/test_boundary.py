@@ -262,16 +262,16 @@ def test_non_finite_rows_are_refused(logits3):
 
 def test_k1_results_equal_before_to_rounding():
     # values recorded from the implementation before the top-k / atom changes; equal to
-    # rounding (jaxlib builds differ by an ulp in summation order), not to the bit
+    # rounding (jaxlib builds differ by a few ulps in summation order), not to the bit
     a = jnp.asarray(np.random.default_rng(1234).normal(size=(4096, 4)))
     fit = margin_tail_fit(a, np.geomspace(0.02, 0.4, 7))
     got = [fit.C_m.value, fit.C_m.stderr, fit.alpha.value, fit.alpha.stderr]
     want = ["0x1.be5d93991b32dp-1", "0x1.8fa838bb5eca4p-5", "0x1.f0aaa912c65cbp-1"]
     want.append("0x1.2212bd50d9e26p-5")
-    np.testing.assert_allclose(
-        [float(v) for v in got], [float.fromhex(h) for h in want], rtol=1e-13
-    )
-    assert float(fit.C_env) == float.fromhex("0x1.aed103cfaf6e4p+0")
+    got, want = np.array([float(v) for v in got]), np.array([float.fromhex(h) for h in want])
+    np.testing.assert_array_max_ulp(got, want, maxulp=16)
+    c_env = np.array(float.fromhex("0x1.aed103cfaf6e4p+0"))
+    np.testing.assert_array_max_ulp(np.asarray(float(fit.C_env)), c_env, maxulp=16)
     assert fit.status == "ok" and fit.k == 1 and float(fit.atom.value) == 0.0
     assert float(ambiguity_mass(a, 0.3, 0.1, k=1).value) == float.fromhex("0x1.29a0000000000p-1")
     f32 = margin_tail_fit(a.astype(jnp.float32), np.geomspace(0.02, 0.4, 7))
