@@ -126,6 +126,9 @@ from .symmetry import operator_spectrum as operator_spectrum
 from .symmetry import rayleigh_quotient as rayleigh_quotient
 from .symmetry import response_moments as response_moments
 from .symmetry import saturation_rate as saturation_rate
+from .train import FitHistory as FitHistory
+from .train import FitResult as FitResult
+from .train import fit as fit
 
 __version__ = "0.1.0"
 
