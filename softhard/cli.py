@@ -4,14 +4,26 @@ softhard                 a temperature sweep of the Table 2 example (= `softhard
 softhard demo [--offset B] [--n N] [--taus ...] [--seed S]
 softhard sweep CONFIG [--csv PATH] [--plot PATH]
                          a temperature sweep of a model given as a JSON/TOML config
+softhard reproduce [--out DIR] [--quick] [--seed S] [--only T1,T2]
+softhard analyze FILE [...]  a router report from a logits dump
+
+The long-running commands (sweep, reproduce, analyze) show a tqdm progress
+bar on stderr when stderr is a terminal, and none otherwise (pipes, files,
+CI logs). `softhard sweep` warns on stderr when the router's top-two logits
+tie exactly on a positive fraction of the sample (an atom of the margin at 0):
+the gap `L_τ − L_0` then has a non-vanishing limit as `τ → 0`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import sys
 import time
+from collections.abc import Callable
 
+import jax
 import numpy as np
 
 
@@ -71,28 +83,113 @@ def _print_table(columns: dict) -> None:
         print(" ".join(f"{float(columns[n][i]):>{w}.5g}" for n, w in zip(names, widths)))
 
 
-def sweep_columns(cfg) -> dict:
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["target"], meta_fields=["tick"])
+@dataclasses.dataclass(frozen=True)
+class _Ticking:
+    """A target whose `.sample` calls `tick()` on the host each time it runs.
+
+    `population_sweep` draws chunk `i` inside its streaming loop, so wrapping
+    the target gives one tick per chunk: the progress of a single jitted call.
+    The draws are the wrapped target's own, so the sample is unchanged.
+    """
+
+    target: object
+    tick: Callable
+
+    def sample(self, key, law, n):
+        jax.debug.callback(self.tick)
+        return self.target.sample(key, law, n)
+
+
+_BARS: list = []  # the open sweep bars; `_tick` advances the newest
+
+
+def _tick() -> None:
+    """Advance the current sweep bar (one module-level function: jit's cache key stays put)."""
+    if _BARS:
+        _BARS[-1].update(1)
+
+
+def _sweep_chunk(cfg) -> int:
+    """The chunk length `population_sweep` streams `cfg` with (its default rule)."""
+    from ._stats import chunk_size_for
+
+    dtype = jax.numpy.result_type(float)
+    K = jax.eval_shape(cfg.model.router, jax.ShapeDtypeStruct((cfg.law.dim,), dtype)).shape[0]
+    return chunk_size_for(int(cfg.n), len(cfg.taus) * K * 2)
+
+
+def sweep_columns(cfg, *, progress: bool = False) -> dict:
     """Run the sweep a config describes; returns the table's columns.
 
     The sample is drawn chunk by chunk inside the streaming loop
-    (`population_sweep`), so memory does not grow with `cfg.n`.
+    (`population_sweep`), so memory does not grow with `cfg.n`. With
+    `progress`, a tqdm bar on stderr counts the chunks (the result is the same).
     """
-    import jax
     import jax.numpy as jnp
+    from tqdm.auto import tqdm
 
     from .risk import population_sweep
 
     taus = jnp.asarray(cfg.taus, dtype=jnp.result_type(float))
-    d = population_sweep(
-        cfg.model,
-        cfg.target,
-        cfg.law,
-        taus,
-        key=jax.random.key(cfg.seed),
-        n=cfg.n,
-        diagnostics=True,
-    )
+    chunk = _sweep_chunk(cfg)
+    target, bar = cfg.target, None
+    if progress:
+        bar = tqdm(total=-(-cfg.n // chunk), desc="softhard sweep", unit="chunk", leave=False)
+        _BARS.append(bar)
+        target = _Ticking(cfg.target, _tick)
+    try:
+        d = population_sweep(
+            cfg.model,
+            target,
+            cfg.law,
+            taus,
+            key=jax.random.key(cfg.seed),
+            n=cfg.n,
+            diagnostics=True,
+            chunk_size=chunk,
+        )
+        d = jax.block_until_ready(d)
+    finally:
+        if bar is not None:
+            jax.effects_barrier()  # every tick has run before the bar closes
+            _BARS.remove(bar)
+            bar.close()
     return _columns(d, np.asarray(taus))
+
+
+PILOT_ROWS = 2**16
+
+
+def tie_fraction(cfg, *, rows: int = PILOT_ROWS) -> tuple[float, int]:
+    """Fraction of sample rows whose top-two router logits tie exactly (`Δ = 0`, (2.6)).
+
+    Taken on the sweep's own sample: its first chunks (chunk `i` drawn from
+    `fold_in(key(cfg.seed), i)`, as `population_sweep` draws them), up to
+    `min(rows, cfg.n)` rows. A fraction `> 0` is an atom of the margin at 0
+    (e.g. two identical router rows, or a ReLU MLP router whose hidden units
+    all vanish on a region): the soft gates split the tie at every τ while the
+    hard gate picks one expert, so `L_τ − L_0` does not vanish as `τ → 0`.
+
+    Returns:
+        `(fraction, rows)`: the tied fraction and the number of rows examined.
+    """
+    import jax.numpy as jnp
+
+    from .routing import logits, top_two_margin
+
+    dtype = jnp.result_type(float)
+    chunk = _sweep_chunk(cfg)
+    m = min(int(rows), int(cfg.n))
+    key = jax.random.key(cfg.seed)
+    ties, seen, i = 0, 0, 0
+    while seen < m:
+        x, _ = cfg.target.sample(jax.random.fold_in(key, i), cfg.law, chunk)
+        x = x[: m - seen].astype(dtype)
+        ties += int(jnp.sum(top_two_margin(logits(cfg.model.router, x)) == 0))
+        seen += x.shape[0]
+        i += 1
+    return ties / seen, seen
 
 
 def _sweep(args) -> int:
@@ -105,12 +202,21 @@ def _sweep(args) -> int:
         print(f"softhard sweep: invalid config: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    cols = sweep_columns(cfg)
+    cols = sweep_columns(cfg, progress=sys.stderr.isatty())
     print(
         f"{args.config}: N = {cfg.n}, seed {cfg.seed}, device {_device_note()}, "
         f"{time.perf_counter() - t0:.2f} s"
     )
     _print_table(cols)
+    frac, rows = tie_fraction(cfg)
+    if frac > 0:
+        print(
+            f"softhard sweep: warning: the router's top-two logits tie exactly (margin Δ = 0) "
+            f"on a fraction {frac:.4g} of {rows} sample rows (an atom P(Δ = 0) > 0): there the "
+            "gap L_τ − L_0 has a non-vanishing limit as τ → 0 (the soft gates split a tie at "
+            "every τ, the hard gate picks one expert) unless the tied experts agree",
+            file=sys.stderr,
+        )
     if args.csv:
         write_csv(args.csv, cols)
         print(f"wrote {args.csv}")
