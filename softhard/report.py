@@ -78,6 +78,12 @@ class RouterReport(NamedTuple):
         K: experts; k: experts per input (top-k, T.2).
         nonfinite: `Estimate` of the fraction of all `n` rows holding NaN or inf.
         ties: `Estimate` of the atom `P(Δ_k = 0)` (exact ties of the k-th and (k+1)-th logit).
+        atom: whether the ties are an atom of the margin law, not rounding: `True` when
+            they significantly outnumber the rows with `0 < Δ_k ≤ ulp` (one unit in the
+            last place of the k-th logit), `ties > near + 3 sqrt(near) + 3`. Rounding a
+            continuous law to floats ties about as many rows as it leaves one ulp apart;
+            a real atom (ReLU routers, quantised logits) ties far more.
+        near_ties: rows with `0 < Δ_k ≤ ulp`, the yardstick of `atom`.
         quantile_levels: `[Q]` levels `p`; margin_quantiles: `Estimate` `[Q]` of the
             `p`-quantiles of `Δ_k`, from the histogram (stderr: half the distribution-free
             interval `q(p ± sqrt(p(1−p)/n))`); quantile_resolution: the relative bin width.
@@ -110,6 +116,8 @@ class RouterReport(NamedTuple):
     k: int
     nonfinite: Estimate  # []
     ties: Estimate  # []
+    atom: bool
+    near_ties: int
     quantile_levels: np.ndarray  # [Q]
     margin_quantiles: Estimate  # [Q]
     quantile_resolution: float
@@ -277,6 +285,10 @@ def _chunk_stats(a, rows_ok, widths, edges, taus, delta, *, k):
         "n": count(ok),
         "nonfinite": count(rows_ok & ~finite),
         "ties": count(ok & (d == 0)),
+        # 0 < Δ_k ≤ one ulp of the k-th logit: as many as rounding alone would tie
+        "near": count(
+            ok & (d > 0) & (d <= jnp.abs(jnp.nextafter(top[:, k - 1], jnp.inf) - top[:, k - 1]))
+        ),
         "below": count(ok[:, None] & (d[:, None] <= widths[None, :]), axis=0),
         "below1": count(ok & (d <= 1)),
         "hist": hist[: nb + 1],
@@ -549,14 +561,23 @@ def _assemble(st, *, n, K, k, taus, widths, edges, delta, bounds) -> RouterRepor
         raise ValueError(f"`logits` has no finite row: all {n} rows hold NaN or inf")
     frac = lambda c: binomial_estimate(np.asarray(c, np.float64) / nf, nf)
     ties = frac(st["ties"])
-    if st["ties"] > 0:
+    n_ties, near = int(st["ties"]), int(st["near"])
+    atom = n_ties > near + 3.0 * np.sqrt(near) + 3.0
+    if atom:
         notes.append(
-            f"exact ties: P(Δ_{k} = 0) = {float(ties.value):.3g} ({int(st['ties'])} rows); "
-            "the margin law has an atom, no margin-tail rate or certificate applies"
+            f"exact ties: P(Δ_{k} = 0) = {float(ties.value):.3g} ({n_ties} rows, against "
+            f"{near} rows within one ulp of a tie); the margin law has an atom, no "
+            "margin-tail rate or certificate applies"
+        )
+    elif n_ties > 0:
+        notes.append(
+            f"{n_ties} exact ties, as many as float rounding of a continuous margin gives "
+            f"({near} rows within one ulp of a tie): not an atom; counted in M_k(w)"
         )
     q = _quantile_fn(st["hist"], int(st["ties"]), edges, st["dmin"], st["dmax"])
     mass = frac(st["below"])
-    tail, tail_note = _tail(widths, mass, ties, nf, k)
+    no_atom = Estimate(np.zeros_like(ties.value), np.zeros_like(ties.stderr))
+    tail, tail_note = _tail(widths, mass, ties if atom else no_atom, nf, k)
     if tail is not None and tail.status == "misfit":
         notes.append("margin tail: the power law is rejected on the width grid")
     gm = _to_estimate(st["gate_moments"])  # [T, 3]
@@ -572,6 +593,8 @@ def _assemble(st, *, n, K, k, taus, widths, edges, delta, bounds) -> RouterRepor
         k=k,
         nonfinite=binomial_estimate(np.float64(st["nonfinite"]) / n, n),
         ties=ties,
+        atom=bool(atom),
+        near_ties=near,
         quantile_levels=np.asarray(QUANTILE_LEVELS),
         margin_quantiles=_quantiles(QUANTILE_LEVELS, q, nf),
         quantile_resolution=float(edges[1] / edges[0] - 1.0),
@@ -798,14 +821,14 @@ def router_reports(layers, **kwargs) -> dict[str, RouterReport]:
 def router_summary(reports: Mapping[str, RouterReport]) -> dict:
     """One row per layer: `{column: [L]}` (for CSV/LaTeX; `write_csv` takes it as is).
 
-    Columns: layer, n, n_finite, K, k, nonfinite, ties, median margin (± se),
+    Columns: layer, n, n_finite, K, k, nonfinite, ties, atom (0/1), median margin (± se),
     `M_k(1)` (± se), tail status, α (± se), ambiguity and gate discrepancy at
     the largest τ ≤ 1 of each layer's grid (or its smallest τ), dead experts.
     """
     cols: dict = {
         c: []
         for c in (
-            "layer", "n", "n_finite", "K", "k", "nonfinite", "ties", "median_margin",
+            "layer", "n", "n_finite", "K", "k", "nonfinite", "ties", "atom", "median_margin",
             "median_margin_se", "mass_at_1", "mass_at_1_se", "tail_status", "alpha",
             "alpha_se", "tau_ref", "ambiguity", "ambiguity_se", "gate_discrepancy",
             "gate_discrepancy_se", "dead_experts",
@@ -823,6 +846,7 @@ def router_summary(reports: Mapping[str, RouterReport]) -> dict:
             "k": r.k,
             "nonfinite": float(r.nonfinite.value),
             "ties": float(r.ties.value),
+            "atom": int(r.atom),
             "median_margin": float(r.margin_quantiles.value[med]),
             "median_margin_se": float(r.margin_quantiles.stderr[med]),
             "mass_at_1": float(r.mass_at_1.value),

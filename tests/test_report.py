@@ -337,3 +337,18 @@ def test_tables_adoption_on_any_namedtuple():
     seen = []
     jax.jit(lambda e: seen.append(repr(r._replace(est=e))) or e.value)(r.est)  # tracers
     assert "Tracer" in seen[0]
+
+
+def test_rounding_ties_are_not_an_atom():
+    # float32 logits near 4000 (one ulp = 2.4e-4) of a continuous law: rounding ties
+    # about as many rows as it leaves one ulp apart; 1 % injected ties are an atom
+    rng = np.random.default_rng(3)
+    a = (4000.0 + rng.normal(size=(2**20, 4))).astype(np.float32)
+    r = router_report(a, widths=np.geomspace(0.01, 0.5, 6))
+    assert r.ties.value > 0 and r.near_ties > 0  # there are ties, from rounding only
+    assert not r.atom and r.tail.status != "atom", (int(r.ties.value * r.n), r.near_ties)
+    assert any("not an atom" in n for n in r.notes)
+    b = a.copy()
+    b[: len(b) // 100, 1] = b[: len(b) // 100, 0] = b[: len(b) // 100].max(axis=1)
+    r2 = router_report(b, widths=np.geomspace(0.01, 0.5, 6))
+    assert r2.atom and r2.tail.status == "atom" and r2.certificate is None

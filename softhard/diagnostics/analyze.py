@@ -90,7 +90,7 @@ def layer_figure(name: str, r):
             w, fit, "-", color="C3",
             label=rf"fit $\alpha$ = {float(r.tail.alpha.value):.3g} ({r.tail.status})",
         )  # fmt: skip
-    if float(r.ties.value) > 0:
+    if r.atom:
         ax[0].axhline(float(r.ties.value), ls=":", color="k", label="atom P(Δ_k = 0)")
     ax[0].set(xscale="log", yscale="log", xlabel="width w", ylabel=r"$P(\Delta_k \leq w)$")
     ax[0].set_title(f"{name}: boundary mass (k = {r.k})")
