@@ -188,6 +188,94 @@ def _gate_sums(z, f, inv_tau, full: bool):
     return jax.lax.scan(lambda c, zf: (step(c, zf), None), carry, (z, f))[0]
 
 
+def _topk_risk_sweep(s, a, f, y, taus, k: int, rho) -> RiskSweep:
+    """Soft and hard top-k risks at every τ from the top `k + 1` order alone (T.3–T.6).
+
+    Only the `k + 1` largest selection scores need an order (`k + 1` masked
+    argmaxes, ties to the lowest index as T.2): with `v_0 ≥ … ≥ v_k` at
+    indices `j_0, …, j_k` and the rest `L = {l ∉ j_0 … j_{k−1}}`, the tail
+    sums of `_topk_chunk_quantities` are, at `r = k`,
+    `R_k = Σ_{l∈L} e^{(s_l − v_k)/τ}`, `P_k = Σ_{l∈L} e^{(s_l − v_k)/τ} c_l`,
+    `Q_k = Σ_{l∈L} e^{(s_l − v_k)/τ} c_l f_l` (every term `≤ 1`), and below it
+    `R_r = 1 + g_{r+1} R_{r+1}`, `Q_r = c_{j_r} f_{j_r} + g_{r+1} Q_{r+1}` (likewise
+    `P`) with `g_{r+1} = e^{(v_{r+1} − v_r)/τ} ≤ 1`. With `r*` the first
+    `r ≤ k − 1` with `R_r ≥ k − r` (T.3's capped count),
+    `Σ_l μ_l c_l f_l = Σ_{l<r*} c_{j_l} f_{j_l} + (k − r*) Q_{r*}/R_{r*}` (likewise
+    `P`), and the soft predictor (T.5) is their ratio (`Q/k` for ρ = ∞). Cost
+    per sample and τ: `K + k` exponentials, no sort.
+    """
+    n, K = a.shape
+    cols = jnp.arange(K)[None, :]
+    rest = jnp.ones((n, K), bool)  # L: not among the first r selected
+    masked = s
+    idx, vals = [], []
+    for _ in range(k + 1):
+        j = jnp.argmax(masked, axis=-1)  # [n], the lowest index among ties
+        hit = cols == j[:, None]
+        idx.append(j)
+        vals.append(jnp.take_along_axis(s, j[:, None], axis=-1)[:, 0])
+        if len(idx) <= k:
+            rest = rest & ~hit
+        masked = jnp.where(hit, -jnp.inf, masked)
+    c = None if rho is None else jnp.exp(_gating.scaled(a, rho))  # [n, K], ≤ 1
+    pick = lambda m, j: jnp.take_along_axis(m, j[:, None], axis=-1)[:, 0]
+    f_top = [pick(f, j) for j in idx[:k]]
+    c_top = None if c is None else [pick(c, j) for j in idx[:k]]
+    if c is None:
+        hard_pred = sum(f_top) / k
+    else:
+        hard_pred = sum(ci * fi for ci, fi in zip(c_top, f_top)) / sum(c_top)
+    hard = (y - hard_pred) ** 2  # [n], the hard top-k predictor (T.5)
+    if c is None:  # ρ = ∞: weights 1 in the weighted sums (XLA fuses those best; measured)
+        c, c_top = jnp.ones_like(f), [jnp.ones_like(y)] * k
+    inv = jnp.minimum(1.0 / taus, jnp.finfo(taus.dtype).max)[:, None]  # [T, 1]
+    rel = jnp.where(rest, s - vals[k][:, None], -jnp.inf).T  # [K, n], ≤ 0 on L, −inf off it
+    cf = (f if c is None else c * f).T  # [K, n]
+    rows = (rel, cf) if c is None else (rel, cf, c.T)
+
+    def step(carry, row):  # one expert: fused [T, n] updates, as the top-1 `_gate_sums`
+        w = jnp.exp(row[0][None, :] * inv)  # [T, n]
+        rest_sums = (acc + w * v[None, :] for acc, v in zip(carry[1:], row[1:], strict=True))
+        return (carry[0] + w, *rest_sums)
+
+    zero = jnp.zeros((inv.shape[0], n), rel.dtype)
+    carry = (zero,) * len(rows)
+    if K <= _UNROLL_K:
+        for m in range(K):
+            carry = step(carry, tuple(r[m] for r in rows))
+    else:
+        carry = jax.lax.scan(lambda cr, row: (step(cr, row), None), carry, rows)[0]
+    R, Q, P = carry if c is not None else (*carry, None)
+    Rs, Qs, Ps = [None] * k, [None] * k, [None] * k
+    for r in range(k - 1, -1, -1):
+        g = jnp.exp((vals[r + 1] - vals[r])[None, :] * inv)  # [T, n], ≤ 1
+        R = 1.0 + g * R
+        Q = (f_top[r] if c is None else c_top[r] * f_top[r])[None, :] + g * Q
+        P = None if c is None else c_top[r][None, :] + g * P
+        Rs[r], Qs[r], Ps[r] = R, Q, P
+    num = den = chosen = None
+    head_f = jnp.zeros_like(y)  # Σ_{l<r} c_{j_l} f_{j_l}, [n]
+    head_c = jnp.zeros_like(y)
+    for r in range(k):
+        scale = (k - r) / Rs[r]
+        n_r = head_f[None, :] + scale * Qs[r]
+        d_r = None if c is None else head_c[None, :] + scale * Ps[r]
+        fits = Rs[r] >= (k - r) if r < k - 1 else jnp.ones(Rs[r].shape, bool)
+        if chosen is None:
+            num, den, chosen = n_r, d_r, fits
+        else:
+            take = ~chosen & fits
+            num = jnp.where(take, n_r, num)
+            den = None if c is None else jnp.where(take, d_r, den)
+            chosen = chosen | take
+        head_f = head_f + (f_top[r] if c is None else c_top[r] * f_top[r])
+        if c is not None:
+            head_c = head_c + c_top[r]
+    pred = num / k if c is None else num / den
+    soft = (y[None, :] - pred) ** 2  # [T, n]
+    return RiskSweep(soft=soft, hard=hard, gap=soft - hard[None, :])
+
+
 def _topk_chunk_quantities(model, taus, x, y, *, full: bool, mass_factor=2.0, delta=0.1):
     """`_chunk_quantities` for top-k routing or a combine temperature (T.3–T.7).
 
@@ -208,6 +296,8 @@ def _topk_chunk_quantities(model, taus, x, y, *, full: bool, mass_factor=2.0, de
     f = jax.vmap(model.experts)(x)  # [n, K]
     k, rho, sel = routing_of(model)
     s = a if sel is None else jax.vmap(sel)(a)
+    if not full:
+        return _topk_risk_sweep(s, a, f, y, taus, k, rho)
     K = a.shape[1]
     order = jnp.argsort(-s, axis=-1, stable=True)
     ss = jnp.take_along_axis(s, order, axis=-1).T  # [K, n], descending
