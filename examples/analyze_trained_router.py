@@ -3,7 +3,7 @@
 The data set is scikit-learn's bundled diabetes regression data
 (`sklearn.datasets.load_diabetes`: 442 patients, 10 features, no download).
 A K = 4 mixture of linear experts with a linear router and top-2 routing is
-trained with `optax.adam` on the soft risk `softhard.soft_risk` at τ = 0.5
+trained by `softhard.fit` (Adam) on the soft risk `softhard.soft_risk` at τ = 0.5
 (the expert-free part of the soft–hard gap is what the report measures).
 The router logits `[442, 4]` at initialisation and after training are dumped
 to `router_logits.npz` and `router_logits.safetensors` (two layers, "init"
@@ -50,19 +50,11 @@ def init_model(key, d):
 
 
 def train(model, x, y, *, steps: int, learning_rate: float = 0.02):
-    """`steps` of Adam on `soft_risk(model, x, y, TAU)`; returns the model and the final risk."""
-    opt = optax.adam(learning_rate)
-
-    @jax.jit
-    def step(model, state):
-        loss, g = jax.value_and_grad(softhard.soft_risk)(model, x, y, TAU)
-        updates, state = opt.update(g, state, model)
-        return optax.apply_updates(model, updates), state, loss
-
-    state = opt.init(model)
-    for _ in range(steps):
-        model, state, loss = step(model, state)
-    return model, float(loss)
+    """`steps` of Adam on `soft_risk(model, x, y, TAU)` by `softhard.fit`; the model, its risk."""
+    res = softhard.fit(model, x, y, TAU, optimizer=optax.adam(learning_rate), steps=steps)
+    if res.history.status != "ok":
+        raise RuntimeError(f"training stopped: {res.history.status}")
+    return res.model, float(res.history.final_loss)
 
 
 def main(argv=None) -> int:
