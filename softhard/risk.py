@@ -230,48 +230,44 @@ def _topk_risk_sweep(s, a, f, y, taus, k: int, rho) -> RiskSweep:
         c, c_top = jnp.ones_like(f), [jnp.ones_like(y)] * k
     inv = jnp.minimum(1.0 / taus, jnp.finfo(taus.dtype).max)[:, None]  # [T, 1]
     rel = jnp.where(rest, s - vals[k][:, None], -jnp.inf).T  # [K, n], ≤ 0 on L, −inf off it
-    cf = (f if c is None else c * f).T  # [K, n]
-    rows = (rel, cf) if c is None else (rel, cf, c.T)
+    rows = (rel, (c * f).T, c.T)  # [K, n] each
 
     def step(carry, row):  # one expert: fused [T, n] updates, as the top-1 `_gate_sums`
         w = jnp.exp(row[0][None, :] * inv)  # [T, n]
-        rest_sums = (acc + w * v[None, :] for acc, v in zip(carry[1:], row[1:], strict=True))
-        return (carry[0] + w, *rest_sums)
+        return (carry[0] + w, carry[1] + w * row[1][None, :], carry[2] + w * row[2][None, :])
 
     zero = jnp.zeros((inv.shape[0], n), rel.dtype)
-    carry = (zero,) * len(rows)
+    carry = (zero, zero, zero)
     if K <= _UNROLL_K:
         for m in range(K):
             carry = step(carry, tuple(r[m] for r in rows))
     else:
         carry = jax.lax.scan(lambda cr, row: (step(cr, row), None), carry, rows)[0]
-    R, Q, P = carry if c is not None else (*carry, None)
+    R, Q, P = carry  # the tail sums at r = k, [T, n]
     Rs, Qs, Ps = [None] * k, [None] * k, [None] * k
     for r in range(k - 1, -1, -1):
         g = jnp.exp((vals[r + 1] - vals[r])[None, :] * inv)  # [T, n], ≤ 1
         R = 1.0 + g * R
-        Q = (f_top[r] if c is None else c_top[r] * f_top[r])[None, :] + g * Q
-        P = None if c is None else c_top[r][None, :] + g * P
+        Q = (c_top[r] * f_top[r])[None, :] + g * Q
+        P = c_top[r][None, :] + g * P
         Rs[r], Qs[r], Ps[r] = R, Q, P
     num = den = chosen = None
     head_f = jnp.zeros_like(y)  # Σ_{l<r} c_{j_l} f_{j_l}, [n]
-    head_c = jnp.zeros_like(y)
-    for r in range(k):
+    head_c = jnp.zeros_like(y)  # Σ_{l<r} c_{j_l}
+    for r in range(k):  # r* = the first r with R_r ≥ k − r; r = k − 1 always fits
         scale = (k - r) / Rs[r]
         n_r = head_f[None, :] + scale * Qs[r]
-        d_r = None if c is None else head_c[None, :] + scale * Ps[r]
-        fits = Rs[r] >= (k - r) if r < k - 1 else jnp.ones(Rs[r].shape, bool)
+        d_r = head_c[None, :] + scale * Ps[r]
         if chosen is None:
-            num, den, chosen = n_r, d_r, fits
+            num, den = n_r, d_r
+            chosen = Rs[r] >= (k - r) if r < k - 1 else jnp.ones(Rs[r].shape, bool)
         else:
-            take = ~chosen & fits
-            num = jnp.where(take, n_r, num)
-            den = None if c is None else jnp.where(take, d_r, den)
+            take = ~chosen & (Rs[r] >= (k - r)) if r < k - 1 else ~chosen
+            num, den = jnp.where(take, n_r, num), jnp.where(take, d_r, den)
             chosen = chosen | take
-        head_f = head_f + (f_top[r] if c is None else c_top[r] * f_top[r])
-        if c is not None:
-            head_c = head_c + c_top[r]
-    pred = num / k if c is None else num / den
+        head_f = head_f + c_top[r] * f_top[r]
+        head_c = head_c + c_top[r]
+    pred = num / den  # T.5: Σ μ c f / Σ μ c
     soft = (y[None, :] - pred) ** 2  # [T, n]
     return RiskSweep(soft=soft, hard=hard, gap=soft - hard[None, :])
 
