@@ -122,7 +122,7 @@ logit_rows = hnp.arrays(
 )
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(a=logit_rows, log_tau=st.floats(-4, 1))
 def test_lemma_4_1_property(a, log_tau):
     """Lemma 4.1: p_k ≤ exp(−(z_(1) − z_k)/τ), hence 1 − max p ≤ (K−1) e^{−Δ/τ} (2.16)."""

@@ -312,7 +312,13 @@ def _biased(a):
 
 @pytest.mark.parametrize(
     "k, rho, selection",
-    [(2, None, None), (3, None, None), (2, 1.0, None), (3, 0.5, None), (2, 1.0, _biased)],
+    [
+        (2, None, None),
+        pytest.param(3, None, None, marks=pytest.mark.slow),
+        pytest.param(2, 1.0, None, marks=pytest.mark.slow),
+        (3, 0.5, None),
+        (2, 1.0, _biased),
+    ],
 )
 def test_topk_risk_sweep_equals_the_objective(rng, k, rho, selection):
     """The risk-only sweep (top k + 1 order, tail sums) against `soft_risk` at every τ.
