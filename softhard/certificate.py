@@ -32,7 +32,7 @@ from ._validate import (
     check_xy,
 )
 from .boundary import MarginTail, margin_tail_fit
-from .models import routing_of
+from .models import routing_of, selection_scores
 from .risk import hard_risk, risk_sweep, soft_risk
 from .routing import expert_outputs, logits
 
@@ -200,12 +200,6 @@ class Certificate(NamedTuple):
     B_f: jax.Array  # scalar
 
 
-def _selection_scores(model, a: jax.Array) -> jax.Array:
-    """Selection scores `[N, K]` of logits `a` (§T, last paragraph): `a` without a `selection`."""
-    sel = routing_of(model)[2]
-    return a if sel is None else jax.vmap(sel)(a)
-
-
 def _model_bound(model, a: jax.Array, taus, b_y, b_f, C_m, alpha, w0) -> jax.Array:
     """`soft_hard_bound` with the routing `(k, ρ, selection)` read off `model`.
 
@@ -216,7 +210,7 @@ def _model_bound(model, a: jax.Array, taus, b_y, b_f, C_m, alpha, w0) -> jax.Arr
     ratio = None
     if rho is not None and (k > 1 or sel is not None):
         c = _gating.combine_weights(a, rho)  # [N, K], scaled by e^{−max a/ρ}
-        chosen = _gating.hard_mask(_selection_scores(model, a), k)
+        chosen = _gating.hard_mask(selection_scores(model, a), k)
         ratio = jnp.max(jnp.max(c, axis=-1) / jnp.sum(chosen * c, axis=-1))
     return soft_hard_bound(
         taus, b_y, b_f, a.shape[1], C_m, alpha, w0, k=k, rho=rho, weight_ratio=ratio
@@ -273,7 +267,7 @@ def certify(
     a = logits(model.router, x)
     k = check_k(routing_of(model)[0], a.shape[1], "model.k")
     f = expert_outputs(model.experts, x)
-    tail = margin_tail_fit(_selection_scores(model, a), ws, k=k, z=z)
+    tail = margin_tail_fit(selection_scores(model, a), ws, k=k, z=z)
     if tail.status == "atom":
         raise ValueError(
             f"the top-{k} margin has an atom: {float(tail.atom.value):.3g} of the sample has "

@@ -427,6 +427,12 @@ def routing_of(model) -> tuple[int, float | None, Callable | None]:
     )
 
 
+def selection_scores(model, a: jax.Array) -> jax.Array:
+    """Selection scores `[N, K]` of logits `a: [N, K]` (§T, last paragraph): `a` by default."""
+    sel = routing_of(model)[2]
+    return a if sel is None else jax.vmap(sel)(a)
+
+
 def is_top1(model) -> bool:
     """True for the paper's routing: top-1 softmax, raw logits, no combine temperature."""
     return routing_of(model) == (1, None, None)

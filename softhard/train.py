@@ -44,7 +44,7 @@ from ._validate import (
 )
 from .boundary import boundary_mass
 from .certificate import certify
-from .models import routing_of
+from .models import routing_of, selection_scores
 from .risk import soft_risk
 from .routing import logits
 
@@ -196,9 +196,7 @@ def _block(model, opt_state, ok, x, y, taus, active, t0, tau_end, key, optimizer
     the full-sample loss and gradient norm at the final parameters and `tau_end`.
     """
     params, static = partition(model)
-
-    def loss_fn(p, xb, yb, tau):
-        return soft_risk(combine(p, static), xb, yb, tau)
+    loss_fn = functools.partial(_soft_loss, static=static)
 
     def step(carry, inp):
         p, state, good = carry
@@ -223,18 +221,21 @@ def _block(model, opt_state, ok, x, y, taus, active, t0, tau_end, key, optimizer
     return params, opt_state, ok, outs, (end_loss, optax.tree.norm(end_g))
 
 
+def _soft_loss(params, x, y, tau, *, static):
+    """`L̂_τ` (2.5) as a function of the trainable leaves `params` (the rest is `static`)."""
+    return soft_risk(combine(params, static), x, y, tau)
+
+
 def _loss_and_grad_norm(model, x, y, tau):
     params, static = partition(model)
-    loss, g = jax.value_and_grad(lambda p: soft_risk(combine(p, static), x, y, tau))(params)
+    loss, g = jax.value_and_grad(_soft_loss)(params, x, y, tau, static=static)
     return loss, optax.tree.norm(g)
 
 
 def _record(model, x, y, tau, width, with_certificate: bool):
     """Boundary mass at `width` and the Theorem 4.5 certificate at `tau`, on the host."""
-    k, _, sel = routing_of(model)
-    a = logits(model.router, x)
-    s = a if sel is None else jax.vmap(sel)(a)
-    mass = boundary_mass(s, width, k=k)
+    scores = selection_scores(model, logits(model.router, x))
+    mass = boundary_mass(scores, width, k=routing_of(model)[0])
     nan = jnp.asarray(jnp.nan, x.dtype)
     if not with_certificate:
         return mass, nan, Estimate(nan, nan), "skipped"

@@ -64,6 +64,21 @@ def rng():
     return np.random.default_rng(20260523)
 
 
+def k3_teacher():
+    """A K = 3 linear teacher in d = 2 with noise 0.1 (third-party and `fit` tests)."""
+    import softhard as sh
+
+    return sh.Teacher(
+        sh.LinearRouter(
+            jnp.array([[1.0, 0.3], [-1.0, 0.2], [0.1, -1.0]]), jnp.array([0.3, -0.3, 0.0])
+        ),
+        sh.LinearExperts(
+            jnp.array([[1.0, 1.0], [-1.0, 0.5], [0.3, -1.2]]), jnp.array([0.5, -0.2, 0.1])
+        ),
+        noise_std=0.1,
+    )
+
+
 def run_on_cpu_devices(script: str, marker: str, *, devices: int = 4, timeout: int = 300):
     """Run `script` in a fresh Python on `devices` simulated CPU devices; it must print `marker`."""
     import os

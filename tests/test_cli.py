@@ -69,6 +69,16 @@ noise_std = 0.1
     assert main(["sweep", str(path)]) == 0
 
 
+def _rejected(cfg, pattern, tmp_path, capsys):
+    """`cfg` fails `parse_config` matching `pattern`, and `softhard sweep` exits 2 on it."""
+    with pytest.raises(ValueError, match=pattern):
+        parse_config(cfg)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(cfg))
+    assert main(["sweep", str(path)]) == 2
+    return capsys.readouterr()
+
+
 @pytest.mark.parametrize(
     "patch, field",
     [
@@ -87,13 +97,8 @@ noise_std = 0.1
     ],
 )
 def test_malformed_config_names_the_field(patch, field, tmp_path, capsys):
-    cfg = {**GOOD, **patch}
-    with pytest.raises(ValueError, match=f"`{field}"):
-        parse_config(cfg)
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(cfg))
-    assert main(["sweep", str(path)]) == 2
-    assert f"`{field}" in capsys.readouterr().err
+    err = _rejected({**GOOD, **patch}, f"`{field}", tmp_path, capsys).err
+    assert f"`{field}" in err
 
 
 def test_unreadable_config(tmp_path, capsys):
@@ -184,13 +189,8 @@ def test_unsupported_suffix_names_the_formats(suffix, tmp_path, capsys):
 )
 def test_booleans_are_not_integers(patch, field, tmp_path, capsys):
     """`true` is rejected (not taken as 1) with a message naming the field."""
-    cfg = {**GOOD, **patch}
-    with pytest.raises(ValueError, match=f"`{field}`"):
-        parse_config(cfg)
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(cfg))
-    assert main(["sweep", str(path)]) == 2
-    assert f"`{field}`" in capsys.readouterr().err
+    err = _rejected({**GOOD, **patch}, f"`{field}`", tmp_path, capsys).err
+    assert f"`{field}`" in err
 
 
 @pytest.mark.parametrize(
@@ -204,12 +204,7 @@ def test_geomspace_needs_positive_finite_bounds(spec, tmp_path, capsys):
     `np.geomspace(-1, 1, 4)` fails this test before the check runs.
     """
     cfg = {**GOOD, "taus": {"geomspace": spec}}
-    with pytest.raises(ValueError, match=r"`taus\.geomspace` must be \[lo, hi, T\]"):
-        parse_config(cfg)
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(cfg))
-    assert main(["sweep", str(path)]) == 2
-    out = capsys.readouterr()
+    out = _rejected(cfg, r"`taus\.geomspace` must be \[lo, hi, T\]", tmp_path, capsys)
     assert "`taus" in out.err and "nan" not in (out.out + out.err).lower()
 
 
@@ -318,13 +313,8 @@ def test_init_same_seed_same_model_and_scale():
     ],
 )
 def test_init_misuse_is_a_clear_error(router, field, tmp_path, capsys):
-    cfg = {**GOOD, "router": router}
-    with pytest.raises(ValueError, match=f"`{field}`"):
-        parse_config(cfg)
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(cfg))
-    assert main(["sweep", str(path)]) == 2
-    assert f"`{field}`" in capsys.readouterr().err
+    err = _rejected({**GOOD, "router": router}, f"`{field}`", tmp_path, capsys).err
+    assert f"`{field}`" in err
 
 
 def test_init_config_sweeps_from_the_command_line(tmp_path, capsys):

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import k3_teacher
 from flax import linen, nnx
 
 import softhard as sh
@@ -40,15 +41,7 @@ def _identity(v):
 
 @pytest.fixture(scope="module")
 def problem():
-    teacher = sh.Teacher(
-        sh.LinearRouter(
-            jnp.array([[1.0, 0.3], [-1.0, 0.2], [0.1, -1.0]]), jnp.array([0.3, -0.3, 0.0])
-        ),
-        sh.LinearExperts(
-            jnp.array([[1.0, 1.0], [-1.0, 0.5], [0.3, -1.2]]), jnp.array([0.5, -0.2, 0.1])
-        ),
-        noise_std=0.1,
-    )
+    teacher = k3_teacher()
     law = sh.StandardGaussian(D)
     x, y = teacher.sample(jax.random.key(0), law, 512)
     ks = jax.random.split(jax.random.key(1), 3)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import k3_teacher
 from sklearn.datasets import load_diabetes
 
 import softhard as sh
@@ -24,15 +25,7 @@ ADAM = optax.adam(0.05)
 @pytest.fixture(scope="module")
 def problem():
     """A K = 3 linear teacher in d = 2 (noise 0.1), N = 300 samples, a random student."""
-    teacher = sh.Teacher(
-        sh.LinearRouter(
-            jnp.array([[1.0, 0.3], [-1.0, 0.2], [0.1, -1.0]]), jnp.array([0.3, -0.3, 0.0])
-        ),
-        sh.LinearExperts(
-            jnp.array([[1.0, 1.0], [-1.0, 0.5], [0.3, -1.2]]), jnp.array([0.5, -0.2, 0.1])
-        ),
-        noise_std=0.1,
-    )
+    teacher = k3_teacher()
     x, y = teacher.sample(jax.random.key(0), sh.StandardGaussian(D), N)
     ks = jax.random.split(jax.random.key(1), 3)
     model = sh.MoE(
