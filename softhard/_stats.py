@@ -146,15 +146,22 @@ def reduce_chunks(chunk_fn: Callable, n: int, chunk: int, *, clamp: bool = False
     """
     n, chunk = int(n), int(min(chunk, n))
     n_chunks = -(-n // chunk)
-    ragged = n_chunks * chunk != n
+    last = n_chunks - 1
+    tail = n - last * chunk  # rows of the last chunk that are new to it, 1 … chunk
+    # masks from the static tail length (not from absolute positions): row
+    # indices past 2^31 do not fit the int32 of a default-precision trace
+    ragged = tail != chunk
 
     def moments(i):
-        first = i * chunk
-        start = jnp.minimum(first, n - chunk) if clamp else first
+        if clamp:
+            start = jnp.where(i < last, i * chunk, n - chunk)
+        else:
+            start = i * chunk
         mask = None
         if ragged:
-            pos = start + jnp.arange(chunk)
-            mask = (pos >= first) & (pos < n)
+            pos = jnp.arange(chunk)
+            new = pos >= chunk - tail if clamp else pos < tail
+            mask = (i < last) | new
         return jax.tree.map(lambda v: _chunk_moments(v, mask), chunk_fn(i, start))
 
     init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(moments, 0))

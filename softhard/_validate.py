@@ -21,6 +21,9 @@ XLA) then behaves as the hard limit instead of giving `0/0 = NaN`.
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,18 +87,74 @@ def floor_tau(tau, dtype):
     return jnp.maximum(t, jnp.asarray(float(jnp.finfo(dtype).tiny) ** 0.25, dtype))
 
 
-def poison_tau(out, tau):
-    """NaN poisoning for a traced `tau`: `out` where `tau` is a finite number > 0, else NaN.
+#: the domains a traced argument is poisoned against (`poison`, `poisons`)
+DOMAINS = {
+    "tau": lambda t: (t > 0) & jnp.isfinite(t),  # a temperature
+    "width": lambda w: w >= 0,  # a width (inf allowed, NaN not)
+    "delta": lambda d: (d > 0) & (d < 0.5),  # δ, ε in (0, 1/2)
+    "positive": lambda v: (v > 0) & jnp.isfinite(v),  # a finite number > 0
+}
 
-    A concrete `tau` was checked already and `out` is returned unchanged. `tau`
-    may be a scalar or `[T]` matching the leading axis of `out`.
+
+def poison(out, value, domain: str):
+    """NaN poisoning: `out` where the traced `value` lies in `domain`, NaN elsewhere.
+
+    `domain` is a key of `DOMAINS`. A concrete `value` was checked already and
+    `out` is returned unchanged. `out` may be any pytree; each floating leaf
+    whose leading axes match `value`'s shape (a `[T]` grid of temperatures, a
+    `[W]` grid of widths) is poisoned entry by entry, every other floating
+    leaf wholly when any entry of `value` is invalid. Integer, boolean and
+    non-array leaves are left alone.
     """
-    if is_concrete(tau):
+    if value is None or is_concrete(value):
         return out
-    t = jnp.asarray(tau)
-    ok = (t > 0) & jnp.isfinite(t)
-    ok = ok.reshape(ok.shape + (1,) * (jnp.ndim(out) - ok.ndim))
-    return jnp.where(ok, out, jnp.nan)
+    ok = DOMAINS[domain](jnp.asarray(value))
+    every = jnp.all(ok)
+
+    def leaf(o):
+        if not isinstance(o, jax.Array) or not jnp.issubdtype(o.dtype, jnp.inexact):
+            return o
+        if ok.ndim and o.shape[: ok.ndim] == ok.shape:
+            where = ok.reshape(ok.shape + (1,) * (o.ndim - ok.ndim))
+        else:
+            where = every
+        return jnp.where(where, o, jnp.nan)
+
+    return jax.tree.map(leaf, out)
+
+
+def poison_tau(out, tau):
+    """`poison(out, tau, "tau")`: NaN wherever a traced `tau` is not a finite number > 0."""
+    return poison(out, tau, "tau")
+
+
+def poisons(**domains):
+    """Decorator: NaN poisoning (`poison`) of the named arguments when they are traced.
+
+    `@poisons(tau="tau", delta="delta")` applies the documented rule for
+    traced arguments (module docstring) to a public function: after the call,
+    the result is NaN wherever a traced argument lies outside its domain.
+    Concrete arguments are checked by the function itself and cost nothing here.
+    """
+
+    def decorate(fn):
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            leaves = jax.tree_util.tree_leaves((args, kwargs))
+            if all(is_concrete(v) for v in leaves):
+                return out
+            bound = sig.bind(*args, **kwargs)
+            for name, domain in domains.items():
+                if name in bound.arguments:
+                    out = poison(out, bound.arguments[name], domain)
+            return out
+
+        return wrapper
+
+    return decorate
 
 
 def check_tau(tau, name: str = "tau"):
@@ -189,6 +248,16 @@ def num_experts_of(obj, d: int | None = None) -> int | None:
     return int(shape[-1]) if len(shape) == 1 else None
 
 
+def check_law_dim(law, d, source: str) -> None:
+    """`law.dim` must equal the input dimension `d` of `source` (skipped when unknown)."""
+    ld = getattr(law, "dim", None)
+    if d is not None and isinstance(ld, int) and ld != d:
+        raise ValueError(
+            f"`law` draws inputs of dimension {ld} but `{source}` takes d = {d}: "
+            "the law and the model must share the input dimension"
+        )
+
+
 def check_same_experts(first, second, where: str, names=("router", "experts")) -> None:
     """`first` and `second` (routers, banks or models) have the same `K` and `d` when known.
 
@@ -226,6 +295,26 @@ def check_xy(x, y):
     if y.shape != (x.shape[0],):
         raise ValueError(f"`y` must have shape [N] = ({x.shape[0]},) to match `x`, got {y.shape}")
     return x, y
+
+
+def check_finite_rows(a, name: str, purpose: str = "estimating") -> None:
+    """Raise for a concrete array `[N, ...]` with a NaN or inf entry in some row.
+
+    A non-finite row has no margin and no loss: counted as "outside" every
+    layer it would bias every mass and rate while the risks turn NaN, so it is
+    refused (never silently dropped). Traced arrays are not inspected.
+    """
+    if not is_concrete(a) or jnp.size(a) == 0:
+        return
+    with jax.ensure_compile_time_eval():  # also when called inside a jit on a closed-over array
+        if bool(jnp.all(jnp.isfinite(a))):
+            return
+        bad = np.asarray(~jnp.all(jnp.isfinite(jnp.reshape(a, (jnp.shape(a)[0], -1))), axis=1))
+    rows = np.flatnonzero(bad)
+    raise ValueError(
+        f"`{name}` must be finite: {rows.size} of {jnp.shape(a)[0]} rows hold NaN or inf "
+        f"(first at row {int(rows[0])}); drop or repair them before {purpose}"
+    )
 
 
 def check_finite_params(tree, name: str) -> None:

@@ -25,13 +25,14 @@ from ._stats import Estimate, binomial_estimate, chunk_size_for, stream_moments
 from ._validate import (
     check_count,
     check_delta,
+    check_finite_rows,
     check_k,
     check_kind,
     check_logits,
     check_tau,
     check_tau_grid,
     check_width,
-    is_concrete,
+    poisons,
 )
 from .routing import pair_indices, pairwise_min_margin, top_two_margin, topk_margin
 
@@ -58,24 +59,8 @@ def _float_logits(a):
     a = check_logits(a)
     if not jnp.issubdtype(a.dtype, jnp.floating):
         a = a.astype(jnp.result_type(float))
-    _check_finite_rows(a)
+    check_finite_rows(a, "logits", "estimating masses")
     return a
-
-
-def _check_finite_rows(a) -> None:
-    """Raise for concrete logits `[N, K]` with a NaN or inf entry in some row.
-
-    A non-finite row has no margin: counted as "outside" every layer it would
-    bias every mass and rate, so it is refused (never silently dropped).
-    """
-    if not is_concrete(a) or bool(jnp.all(jnp.isfinite(a))):
-        return
-    bad = np.asarray(~jnp.all(jnp.isfinite(a), axis=1))
-    rows = np.flatnonzero(bad)
-    raise ValueError(
-        f"`logits` must be finite: {rows.size} of {a.shape[0]} rows hold NaN or inf "
-        f"(first at row {int(rows[0])}); drop or repair them before estimating masses"
-    )
 
 
 def _mass_below(margin: jax.Array, w: jax.Array) -> jax.Array:
@@ -92,6 +77,7 @@ def _mass_below(margin: jax.Array, w: jax.Array) -> jax.Array:
     return frac.reshape(w.shape + margin.shape[1:])
 
 
+@poisons(w="width")
 def boundary_mass(logits: jax.Array, w, *, kind: str = "top2", k: int = 1) -> Estimate:
     """Boundary-mass profile: `M(w) = P(Δ(X) ≤ w)` (2.13) or `M_pair(w) = P(δ(X) ≤ w)` (2.14).
 
@@ -133,6 +119,7 @@ def _boundary_mass(a, w, *, kind, k=1):
     return binomial_estimate(_mass_below(margin, w), a.shape[0])
 
 
+@poisons(w="width")
 def pairwise_slab_mass(logits: jax.Array, w, *, chunk_size: int | None = None) -> Estimate:
     """Per-pair slab masses `P(|s_ij(X)| ≤ w)` (Lemma 3.6), `s_ij = a_i − a_j` (3.1).
 
@@ -170,6 +157,7 @@ def _pairwise_slab_mass(a, w, *, chunk):
     return binomial_estimate(frac.reshape(w.shape + (i.size,)), a.shape[0])
 
 
+@poisons(tau="tau", delta="delta")
 def ambiguity_mass(logits: jax.Array, tau, delta, *, k: int = 1) -> Estimate:
     """Ambiguity mass `m_δ(τ) = P(max_k π_k^τ(X) < 1 − δ)` (5.4, 5.5); top-k: T.7.
 
@@ -220,6 +208,7 @@ def _topk_ambiguity_mass(a, tau, delta, *, k):
     return binomial_estimate(frac, a.shape[0])
 
 
+@poisons(tau="tau", eps="delta")
 def slab_width(tau, eps) -> jax.Array:
     """Slab width `w_{τ,ε} = τ log((1−ε)/ε)` (2.15): `{ε ≤ σ(s/τ) ≤ 1−ε} = {|s| ≤ w_{τ,ε}}` (3.5).
 
@@ -250,6 +239,7 @@ class AmbiguityWidths(NamedTuple):
     upper: jax.Array  # shape of tau
 
 
+@poisons(tau="tau", delta="delta")
 def ambiguity_widths(tau, delta, K: int) -> AmbiguityWidths:
     """The widths `w_{τ,δ} ≤ w̄_{τ,δ}` that sandwich the ambiguity region (5.6) [R].
 

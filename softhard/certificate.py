@@ -24,6 +24,7 @@ from ._stats import Estimate
 from ._validate import (
     check_count,
     check_finite_params,
+    check_finite_rows,
     check_k,
     check_nonnegative,
     check_positive,
@@ -260,6 +261,8 @@ def certify(
         `Certificate(bound, gap, tail, B_Y, B_f)`.
     """
     x, y = check_xy(x, y)
+    check_finite_rows(x, "x", "certifying")
+    check_finite_rows(y[:, None], "y", "certifying")
     taus = check_taus(taus)
     check_finite_params(model, "model")
     dtype = jnp.result_type(x.dtype, y.dtype, float)

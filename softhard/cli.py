@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -194,12 +195,21 @@ def tie_fraction(cfg, *, rows: int = PILOT_ROWS) -> tuple[float, int]:
 
 def _sweep(args) -> int:
     from .diagnostics.config import load_config
-    from .diagnostics.io import save_figure, write_csv
+    from .diagnostics.io import check_writable, figure_format, save_figure, write_csv
 
     try:
         cfg = load_config(args.config)
     except ValueError as e:
         print(f"softhard sweep: invalid config: {e}", file=sys.stderr)
+        return 2
+    try:  # every output is checked before the computation, not after it
+        if args.csv:
+            check_writable(args.csv, "--csv")
+        if args.plot:
+            figure_format(args.plot, "--plot")
+            check_writable(args.plot, "--plot")
+    except ValueError as e:
+        print(f"softhard sweep: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     cols = sweep_columns(cfg, progress=sys.stderr.isatty())
@@ -324,8 +334,10 @@ def main(argv=None) -> int:
     if args.command == "demo":
         if args.n < 2:
             p.error("--n must be at least 2")
-        if any(t <= 0 for t in args.taus):
-            p.error("--taus must all be > 0")
+        if not all(math.isfinite(t) and t > 0 for t in args.taus):
+            p.error(f"--taus must all be finite temperatures > 0, got {args.taus}")
+        if not math.isfinite(args.offset):
+            p.error(f"--offset must be a finite number, got {args.offset}")
     return args.func(args)
 
 

@@ -31,6 +31,7 @@ from ._validate import (
     check_count,
     check_cov,
     check_key,
+    check_law_dim,
     check_same_experts,
     check_tau,
     input_dim,
@@ -560,7 +561,7 @@ class Teacher(_Routed):
     def sample(self, key: jax.Array, law, n: int) -> tuple[jax.Array, jax.Array]:
         """Draw `(x: [n, d], y: [n])` with `x ~ law` and `y = f*(x) + ξ`."""
         n = _check_sample(key, n)
-        _check_law_dim(law, input_dim(self.router), "teacher.router")
+        check_law_dim(law, input_dim(self.router), "teacher.router")
         kx, ky = jax.random.split(key)
         x = law.sample(kx, n)
         y = jax.vmap(self.regression)(x)
@@ -597,7 +598,7 @@ class LinearTarget:
     def sample(self, key: jax.Array, law, n: int) -> tuple[jax.Array, jax.Array]:
         """Draw `(x: [n, d], y: [n])` with `x ~ law`."""
         n = _check_sample(key, n)
-        _check_law_dim(law, self.w.shape[-1] if _shaped(self.w) else None, "target.w")
+        check_law_dim(law, self.w.shape[-1] if _shaped(self.w) else None, "target.w")
         kx, ky = jax.random.split(key)
         x = law.sample(kx, n)
         y = jax.vmap(self.regression)(x)
@@ -607,16 +608,6 @@ class LinearTarget:
 # ----------------------------------------------------------------------------
 # input laws
 # ----------------------------------------------------------------------------
-
-
-def _check_law_dim(law, d, source: str) -> None:
-    """`law.dim` must equal the input dimension `d` of `source` (skipped when unknown)."""
-    ld = getattr(law, "dim", None)
-    if d is not None and isinstance(ld, int) and ld != d:
-        raise ValueError(
-            f"`law` draws inputs of dimension {ld} but `{source}` takes d = {d}: "
-            "the law and the model must share the input dimension"
-        )
 
 
 class _Law:
@@ -648,6 +639,12 @@ class Gaussian(_Law):
 
     def __post_init__(self):
         _convert_fields(self, ("mean", "cov"))
+        if _shaped(self.mean, self.cov) and self.cov.ndim != self.mean.ndim + 1:
+            _fail(
+                "Gaussian",
+                f"expected mean [d] and cov [d, d] (or stacks [..., d], [..., d, d]); got mean "
+                f"{tuple(self.mean.shape)}, cov {tuple(self.cov.shape)}",
+            )
         if _canonical(self, {"mean": 1, "cov": 2}):
             d = self.mean.shape[-1:]
             if self.cov.shape[-2:] != d * 2:

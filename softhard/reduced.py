@@ -43,6 +43,7 @@ from ._validate import (
     floor_tau,
     is_concrete,
     poison_tau,
+    poisons,
 )
 from .models import LinearExperts, LinearRouter, MoE, Teacher
 from .symmetry import _gl, _t_nodes, alignment, effective_operator
@@ -193,6 +194,7 @@ def _sample_risk(model, phi, x, y, tau):
     return jnp.mean((y - f2 - jax.nn.sigmoid(z / tau) * df) ** 2)
 
 
+@poisons(tau="tau")
 def reduced_risk(model: ReducedModel, phi, x, y, tau):
     """Empirical risk `R(φ) = (1/N) Σ (y_n − f(x_n))²`, `f = f_2 + σ(φᵀx/τ)(f_1 − f_2)` (§6).
 
@@ -380,6 +382,7 @@ def _exact_risk(model: ReducedModel, phi, tau):
     return jnp.sum(jnp.concatenate([wn, wn]) * vals)
 
 
+@poisons(tau="tau")
 def reduced_risk_exact(model: ReducedModel, phi, tau):
     """Population risk `R(φ) = E[(Y − f(X))²]` of the reduced model, by quadrature (§6).
 
@@ -419,6 +422,7 @@ class ExactLinearisation(NamedTuple):
     operator: jax.Array  # [d, d]
 
 
+@poisons(tau="tau", scale="positive")
 def exact_linearisation(model: ReducedModel, tau, *, response="sign", scale=1.0):
     """Exact linearisation of the reduced model's router gradient at `φ = 0` [X], beside `M`.
 

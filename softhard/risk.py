@@ -24,7 +24,20 @@ from ._stats import (
     stream_moments,
 )
 from ._trees import filter_jit
-from ._validate import check_delta, check_finite_params, check_k, check_tau, check_taus, check_xy
+from ._validate import (
+    check_delta,
+    check_dim,
+    check_finite_params,
+    check_finite_rows,
+    check_k,
+    check_law_dim,
+    check_positive,
+    check_tau,
+    check_taus,
+    check_xy,
+    input_dim,
+    poisons,
+)
 from .models import is_top1, routing_of
 from .routing import expert_outputs, gates, hard_gates, logits
 
@@ -73,6 +86,7 @@ def _weights(model, a: jax.Array, tau) -> jax.Array:
     return _gating.route(s, a, tau, k, rho)
 
 
+@poisons(tau="tau")
 def soft_predict(model, x: jax.Array, tau) -> jax.Array:
     """Soft predictor `f_τ(x) = Σ_k π_k^τ(x) f_k(x)` (2.4); top-k: T.5.
 
@@ -106,6 +120,7 @@ def hard_predict(model, x: jax.Array) -> jax.Array:
     return jnp.sum(_weights(model, a, None) * f, -1)
 
 
+@poisons(tau="tau")
 def soft_risk(model, x: jax.Array, y: jax.Array, tau) -> jax.Array:
     """Empirical soft risk `(1/N) Σ_n (y_n − f_τ(x_n))²` (2.5): a scalar objective.
 
@@ -412,6 +427,9 @@ def _shard_like(x, *others):
 
 def _prepare_sweep(model, x, y, taus, chunk_size, per_tau_cost: int):
     x, y = check_xy(x, y)
+    check_dim(x, input_dim(model.router), "x")
+    check_finite_rows(x, "x", "sweeping")
+    check_finite_rows(y[:, None], "y", "sweeping")
     taus = check_taus(taus)
     check_finite_params(model, "model")
     dtype = jnp.result_type(x.dtype, y.dtype, float)
@@ -427,6 +445,7 @@ def _prepare_sweep(model, x, y, taus, chunk_size, per_tau_cost: int):
     return x, y, taus, chunk, mesh_args
 
 
+@poisons(taus="tau")
 def risk_sweep(model, x: jax.Array, y: jax.Array, taus: jax.Array, *, chunk_size=None) -> RiskSweep:
     """Soft risk, hard risk and gap at every temperature, with standard errors.
 
@@ -455,6 +474,7 @@ def risk_sweep(model, x: jax.Array, y: jax.Array, taus: jax.Array, *, chunk_size
     return _sweep(model, x, y, taus, chunk, False, **mesh_args)
 
 
+@poisons(taus="tau", mass_factor="positive", delta="delta")
 def diagnostic_sweep(
     model,
     x: jax.Array,
@@ -486,8 +506,7 @@ def diagnostic_sweep(
         `SweepDiagnostics`, each field an `Estimate` (`[T]`; `hard` scalar).
     """
     check_delta(delta)
-    if not float(mass_factor) > 0:
-        raise ValueError(f"`mass_factor` must be > 0, got {mass_factor!r}")
+    check_positive(mass_factor, "mass_factor")
     x, y, taus, chunk, mesh_args = _prepare_sweep(model, x, y, taus, chunk_size, 2)
     return _sweep(
         model,
@@ -496,8 +515,8 @@ def diagnostic_sweep(
         taus,
         chunk,
         True,
-        mass_factor=float(mass_factor),
-        delta=float(delta),
+        mass_factor=jnp.asarray(mass_factor, x.dtype),  # traced: poisoned, never concretised
+        delta=jnp.asarray(delta, x.dtype),
         **mesh_args,
     )
 
@@ -512,6 +531,7 @@ def _population_sweep(model, target, law, taus, key, n, chunk, full, mass_factor
     return stream_chunks(quantities, n, chunk)
 
 
+@poisons(taus="tau", mass_factor="positive", delta="delta")
 def population_sweep(
     model,
     target,
@@ -549,9 +569,13 @@ def population_sweep(
     taus = check_taus(taus)
     check_finite_params(model, "model")
     check_delta(delta)
+    check_positive(mass_factor, "mass_factor")
     if not isinstance(n, (int, np.integer)) or n < 2:
         raise ValueError(f"`n` must be an integer >= 2, got {n!r}")
     dtype = jnp.result_type(taus.dtype, float)
+    check_law_dim(law, input_dim(model.router), "model.router")
+    if hasattr(target, "router"):
+        check_law_dim(law, input_dim(target.router), "target.router")
     K = jax.eval_shape(model.router, jax.ShapeDtypeStruct((law.dim,), dtype)).shape
     if len(K) != 1 or K[0] < 2:
         raise ValueError(f"`model.router` must return logits [K] with K >= 2, got shape {K}")
@@ -566,8 +590,8 @@ def population_sweep(
         int(n),
         chunk,
         bool(diagnostics),
-        float(mass_factor),
-        float(delta),
+        jnp.asarray(mass_factor, dtype),
+        jnp.asarray(delta, dtype),
     )
 
 

@@ -36,6 +36,7 @@ from ._validate import (
     float_dtype,
     inv_temperature,
     poison_tau,
+    poisons,
 )
 from .landscape._operator import LinearOperator, as_operator
 
@@ -149,6 +150,7 @@ def _sigma_u(cov, u):
     return jnp.sqrt(jnp.dot(u, jnp.dot(cov, u, precision=_HP), precision=_HP))
 
 
+@poisons(tau="tau", scale="positive")
 def effective_operator(cov, u, tau, response="sign", *, scale=1.0):
     """The effective operator `M = E[κ(T) X Xᵀ] / (2τ)` (6.6), by Lemma 6.1's closed form.
 
@@ -193,6 +195,7 @@ def effective_operator(cov, u, tau, response="sign", *, scale=1.0):
     return poison_tau(0.5 * M + 0.5 * M.T, tau)
 
 
+@poisons(tau="tau", scale="positive")
 def effective_operator_mc(key, cov, u, tau, response="sign", *, n: int = 100_000, scale=1.0):
     """Monte Carlo estimate of `M = E[κ(T) X Xᵀ] / (2τ)` (6.6), for checking.
 

@@ -323,6 +323,15 @@ def _taus(raw) -> np.ndarray:
         raise ValueError(
             f"config field `taus` must hold one or more finite temperatures > 0, got {taus}"
         )
+    # the sweep runs in the default float dtype: a τ that rounds to 0 or a
+    # subnormal there is not a temperature it can represent
+    dtype = np.dtype(jnp.result_type(float))
+    tiny = np.finfo(dtype).tiny
+    if np.any(taus < tiny) or np.any(taus > np.finfo(dtype).max):
+        raise ValueError(
+            f"config field `taus` must hold temperatures in [{tiny:.3g}, "
+            f"{np.finfo(dtype).max:.3g}] (the normal range of {dtype.name}), got {taus}"
+        )
     return taus
 
 
@@ -362,6 +371,13 @@ def parse_config(cfg: dict) -> SweepConfig:
     elif ttype == "teacher":
         tr = _build(_ROUTERS, _need(tcfg, "router", "target"), "target.router", d=law.dim)
         te = _build(_EXPERTS, _need(tcfg, "experts", "target"), "target.experts", d=law.dim)
+        Kt_r = _output_shape(tr, x0, "target.router")
+        Kt_e = _output_shape(te, x0, "target.experts")
+        if Kt_r != Kt_e:
+            raise ValueError(
+                f"config field `target.experts` has {Kt_e[0]} experts but `target.router` has "
+                f"{Kt_r[0]} logits"
+            )
         target = Teacher(tr, te, _noise(tcfg, "target"))
     elif ttype == "linear":
         w = _array(tcfg, "w", "target", 1)
@@ -382,6 +398,10 @@ def parse_config(cfg: dict) -> SweepConfig:
 
 _FORMATS = {".json": "JSON", ".toml": "TOML"}
 
+#: the largest config file `load_config` reads (a config of a K = 64, d = 4096
+#: linear router written out in JSON is about 8 MB)
+MAX_CONFIG_BYTES = 64 * 2**20
+
 
 def load_config(path: str | os.PathLike) -> SweepConfig:
     """Read a `.json` or `.toml` sweep config and validate it (see the module docstring).
@@ -398,6 +418,14 @@ def load_config(path: str | os.PathLike) -> SweepConfig:
         )
     if not os.path.exists(path):
         raise ValueError(f"config file {path!r} does not exist")
+    if not os.path.isfile(path):
+        raise ValueError(f"config file {path!r} is not a regular file")
+    size = os.path.getsize(path)
+    if size > MAX_CONFIG_BYTES:
+        raise ValueError(
+            f"config file {path!r} holds {size} bytes; a sweep config is at most "
+            f"{MAX_CONFIG_BYTES} bytes (weights that large belong in a model file, not a config)"
+        )
     if suffix == ".toml":
         try:
             import tomllib

@@ -17,6 +17,7 @@ from .._validate import (
     check_vector,
     check_width,
     is_concrete,
+    poisons,
 )
 from ._normal import _ncdf_between, _npdf
 
@@ -51,6 +52,7 @@ def _check_score_args(beta, b, mean, cov):
             )
 
 
+@poisons(r="width")
 def gaussian_slab_probability(beta, b, mean, cov, r):
     """Slab probability `P(|s(X)| ≤ r)` for `s(x) = βᵀx + b`, `X ~ N(μ, Σ)` (3.11).
 

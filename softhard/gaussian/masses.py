@@ -13,7 +13,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from .._validate import check_delta, check_k, check_kind, check_tau, check_width
+from .._validate import check_delta, check_k, check_kind, check_tau, check_width, poisons
 from ._normal import _HCLIP, _TWO_PI, _ncdf_between, _safe_div
 from ._problem import _check_router_law, _reduce_router, _Router
 from ._quadrature import _RULE_FINE, _angles, _circle_nodes, _rule
@@ -96,6 +96,7 @@ def _boundary_mass(router, law, w, kind: str, k: int = 1):
     return _k3_mass(red, radius, extra).reshape(shape)
 
 
+@poisons(w="width")
 def exact_boundary_mass(router, law, w, kind: str = "top2", *, k: int = 1):
     """Boundary-mass profiles `M_k(w) = P(Δ_k(X) ≤ w)` (2.13, T.7) or `M_pair(w)` (2.14).
 
@@ -173,6 +174,7 @@ def _ambiguity_mass(router, law, tau, delta):
     return _k3_mass(red, radius, lambda g: [])[0]
 
 
+@poisons(tau="tau", delta="delta")
 def exact_ambiguity_mass(router, law, tau, delta):
     """Ambiguity mass `m_δ(τ) = P(max_k π_k^τ(X) < 1 − δ)` (5.4, 5.5), exactly.
 

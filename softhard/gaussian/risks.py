@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._validate import check_tau, check_taus, inv_temperature
+from .._validate import check_tau, check_taus, inv_temperature, poisons
 from ._normal import _Moments
 from ._problem import (
     _affine,
@@ -330,6 +330,7 @@ class ExactRisks(NamedTuple):
     gap: jax.Array  # [T]
 
 
+@poisons(taus="tau")
 def exact_risk_sweep(model, teacher, law, taus) -> ExactRisks:
     """Exact soft risk, hard risk and gap at every temperature, in one pass.
 
@@ -363,6 +364,7 @@ def exact_risk_sweep(model, teacher, law, taus) -> ExactRisks:
     return ExactRisks(vals[:T] + noise, vals[T] + noise, vals[T + 1 :])
 
 
+@poisons(tau="tau")
 def exact_soft_risk(model, teacher, law, tau):
     """Population soft risk `L_τ = E[(Y − f_τ(X))²]` (2.5) for Gaussian inputs, exactly.
 
@@ -417,6 +419,7 @@ def exact_hard_risk(model, teacher, law):
     return val + _noise_var(teacher).astype(val.dtype)
 
 
+@poisons(tau="tau")
 def exact_risk_gap(model, teacher, law, tau):
     """Soft-to-hard gap `L_τ − L_0` (4.5) for Gaussian inputs, exactly.
 

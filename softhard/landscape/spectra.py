@@ -39,7 +39,15 @@ from matfree import decomp, eig, stochtrace
 from .. import _tables
 from .._stats import Estimate, mean_estimate
 from .._trees import is_inexact_array, partition
-from .._validate import check_count, check_key, check_kind, check_positive, check_taus
+from .._validate import (
+    as_real_array,
+    check_count,
+    check_key,
+    check_kind,
+    check_positive,
+    check_taus,
+    is_concrete,
+)
 from ._operator import as_operator, check_loss, hessian_operator
 
 __all__ = [
@@ -488,6 +496,12 @@ def spectral_density(
     num_probes = check_count(num_probes, "num_probes")
     if grid is None:
         num_points = check_count(num_points, "num_points")
+    else:
+        grid = as_real_array(grid, "grid", "a 1-D array [G]")
+        if grid.ndim != 1:
+            raise ValueError(f"`grid` must be a 1-D array [G], got shape {grid.shape}")
+        if is_concrete(grid) and not bool(jnp.all(jnp.isfinite(grid))):
+            raise ValueError(f"`grid` must hold finite evaluation points, got {grid}")
     if sigma is not None:
         sigma = check_positive(sigma, "sigma")
     op = as_operator(
@@ -510,8 +524,6 @@ def spectral_density(
             grid = jnp.linspace(lo - 3 * sigma, hi + 3 * sigma, num_points, dtype=dtype)
     grid = jnp.asarray(grid, dtype)
     sigma = jnp.asarray(sigma, dtype)
-    if grid.ndim != 1:
-        raise ValueError(f"`grid` must be a 1-D array [G], got shape {grid.shape}")
 
     tridiag = decomp.tridiag_sym(m, reortho="full", custom_vjp=False)
 

@@ -18,7 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._stats import Estimate, mean_estimate
-from .._validate import check_delta, check_finite_params, check_x
+from .._validate import (
+    check_delta,
+    check_dim,
+    check_finite_params,
+    check_positive,
+    check_same_experts,
+    check_x,
+    input_dim,
+)
 from ..models import require_top1
 from ..routing import expert_outputs, gates, logits
 
@@ -153,6 +161,13 @@ def teacher_equivalence(router, teacher, x: jax.Array, *, permutation=None) -> T
     return TeacherEquivalence(perm, mean_estimate(ind), mean_estimate(ind.sum(1)), conf)
 
 
+def _check_pair(student, teacher, x, where: str) -> jax.Array:
+    """The student and the teacher must share `K` and `d`, and `x` must be `[N, d]`."""
+    check_same_experts(student, teacher, where, names=("model", "teacher"))
+    x = check_x(x)
+    return check_dim(x, input_dim(teacher), "x", "teacher")
+
+
 def _teacher_outputs(model, teacher, x):
     f = expert_outputs(model.experts, x)  # [N, K] student
     fs = expert_outputs(teacher.experts, x)  # [N, K] teacher
@@ -181,7 +196,7 @@ def recovery_error(model, teacher, x: jax.Array, *, permutation=None) -> Recover
     """
     require_top1(model, "recovery_error")
     require_top1(teacher, "recovery_error")
-    x = check_x(x)
+    x = _check_pair(model, teacher, x, "recovery_error")
     check_finite_params(model, "model")
     f, fstar, t = _teacher_outputs(model, teacher, x)
     K = f.shape[1]
@@ -216,7 +231,7 @@ def misrouting_mass(model, teacher, x: jax.Array, tau, delta, *, permutation=Non
     """
     require_top1(model, "misrouting_mass")
     require_top1(teacher, "misrouting_mass")
-    x = check_x(x)
+    x = _check_pair(model, teacher, x, "misrouting_mass")
     check_delta(delta)
     g = gates(logits(model.router, x), tau)  # [N, K]
     K = g.shape[1]
@@ -247,9 +262,8 @@ def expert_separation(model, teacher, x: jax.Array, kappa, *, permutation=None) 
     """
     require_top1(model, "expert_separation")
     require_top1(teacher, "expert_separation")
-    x = check_x(x)
-    if not float(kappa) > 0:
-        raise ValueError(f"`kappa` must be > 0, got {kappa!r}")
+    x = _check_pair(model, teacher, x, "expert_separation")
+    check_positive(kappa, "kappa")
     f, fstar, t = _teacher_outputs(model, teacher, x)
     K = f.shape[1]
     T1 = jax.nn.one_hot(t, K, dtype=f.dtype)
