@@ -235,25 +235,36 @@ def _adam_run(loss_fn, params, args, steps, learning_rate):
 def _lbfgs_run(loss_fn, params, args, tol, max_iters):
     """`optax.lbfgs` (backtracking line search) until `‖∇L‖ ≤ tol`: `(flat [P], iterations)`."""
     f, flat, unravel = _flat_with(loss_fn, params, args)
+    # the line search's stored gradient transposes the loss's jvp against a
+    # Python `1.0`, which jax types as the default float: with float32
+    # parameters under `jax_enable_x64` that cotangent is float64 and
+    # `linear_transpose` refuses it, so there the gradient is recomputed
+    store = jnp.dtype(flat.dtype) == jnp.dtype(jnp.result_type(float))
     opt = optax.lbfgs(
         linesearch=optax.scale_by_backtracking_linesearch(
-            max_backtracking_steps=40, store_grad=True
+            max_backtracking_steps=40, store_grad=store
         )
     )
-    vg = optax.value_and_grad_from_state(f)
+    if store:
+        vg = optax.value_and_grad_from_state(f)
+    else:
+        vg_plain = jax.value_and_grad(f)
+
+        def vg(p, state):
+            return vg_plain(p)
 
     def cond(carry):
-        _, s, it = carry
-        gn = jnp.linalg.norm(optax.tree_utils.tree_get(s, "grad"))
+        _, _, it, gn = carry  # gn: the gradient norm at the last point evaluated
         return (it == 0) | ((it < max_iters) & (gn > tol) & jnp.isfinite(gn))
 
     def body(carry):
-        p, s, it = carry
+        p, s, it, _ = carry
         value, g = vg(p, state=s)
         u, s = opt.update(g, s, p, value=value, grad=g, value_fn=f)
-        return optax.apply_updates(p, u), s, it + 1
+        return optax.apply_updates(p, u), s, it + 1, jnp.linalg.norm(g)
 
-    p, _, it = jax.lax.while_loop(cond, body, (flat, opt.init(flat), 0))
+    init = (flat, opt.init(flat), 0, jnp.asarray(jnp.inf, flat.dtype))
+    p, _, it, _ = jax.lax.while_loop(cond, body, init)
     return p, it
 
 
