@@ -23,6 +23,11 @@ Kernels and bandwidth (`kernel_smoothed_mean`):
   `μ₂ ≈ −0.752`, `R ≈ 1.786`; bias `O(h²)`). The curvature `μ''(t±)` and the
   residual variance come from a local-quadratic pilot fit at `2 σ̂ N^{-1/7}`;
   `h ≥ 200/(N p_s(t))` so the fit always sees a few hundred samples.
+* Boundary densities (`gap_coefficient`, a pair holding only part of the
+  sample): `p_on(t±) = E[K⁺_h(s − t) 1_on]` with the equivalent kernel
+  `K⁺ = (c₀ + c₁ z) φ(z) 1{z > 0}` above (`∫ = 1`, `∫ z = 0`, bias `O(h²)`
+  even where `p_on` has a kink at `t`), at its own AMSE bandwidth from a pilot
+  `p_on''(t±)` (kernel of local-quadratic order 2 on the half-line).
 * Bandwidth: the AMSE-optimal `h = (R(k) v / (N μ₂² m''²))^{1/5} ∝ N^{-1/5}`,
   which balances the squared bias `(h² μ₂ m''/2)²` against the variance
   `R(k) v/(N h)`, with `v = m_{g²}(t)` and `m''(t)` plugged in from a pilot
@@ -46,7 +51,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _gating
 from ._stats import Estimate, chunk_size_for, scale_estimate, stream_moments
 from ._validate import (
     check_delta,
@@ -588,6 +592,7 @@ class _Interface(NamedTuple):
     shift: jax.Array  # [N] L = log(D_i/D_j), D = Σ_{l∈S} c_l (0 for ρ = ∞ or c_i = c_j)
 
 
+@functools.partial(jax.jit, static_argnames=("k",))
 def _interfaces(select: jax.Array, combine: jax.Array, f: jax.Array, k: int, rho) -> _Interface:
     """Each sample's own interface `Γ_ij^k` (T.11): `i, j` the k-th and (k+1)-th selection scores.
 
@@ -599,9 +604,18 @@ def _interfaces(select: jax.Array, combine: jax.Array, f: jax.Array, k: int, rho
     and `F_i − F_j = ω (f_i − f_j)`, `ω = c_i/Σ_{S_k} c_l` (ρ = ∞: `1/k`).
     """
     K = select.shape[1]
-    rank = _gating.ranks(select)
-    kth = jnp.argmax(rank == k - 1, axis=-1)
-    nxt = jnp.argmax(rank == k, axis=-1)
+    # the k-th and (k+1)-th in the order (−a_j, j) of `_gating.ranks` (T.2), in O(N K):
+    # argmax k + 1 times, masking each winner (equal values: the lower index first)
+    if k == 1:
+        kth, nxt = _top_two(select)
+        order = None
+    else:
+        picked, rest = [], select
+        for _ in range(k + 1):
+            picked.append(jnp.argmax(rest, axis=-1))
+            rest = jnp.where(jax.nn.one_hot(picked[-1], K, dtype=bool), -jnp.inf, rest)
+        order = jnp.stack(picked, axis=1)  # [N, k + 1]
+        kth, nxt = order[:, k - 1], order[:, k]
     lo, hi = jnp.minimum(kth, nxt), jnp.maximum(kth, nxt)
     table = np.zeros((K, K), np.int32)
     ii, jj = pair_indices(K)
@@ -612,7 +626,11 @@ def _interfaces(select: jax.Array, combine: jax.Array, f: jax.Array, k: int, rho
         F_hi = jnp.take_along_axis(f, hi[:, None], axis=1)[:, 0]
         shift = jnp.zeros_like(F_lo)
     else:
-        top = rank < k - 1
+        top = (
+            jnp.zeros(select.shape, bool)
+            if order is None
+            else jnp.any(jax.nn.one_hot(order[:, : k - 1], K, dtype=bool), axis=1)
+        )
         in_lo = top | jax.nn.one_hot(lo, K, dtype=bool)
         in_hi = top | jax.nn.one_hot(hi, K, dtype=bool)
         if rho is None:
@@ -652,23 +670,208 @@ def _gap_terms(it: _Interface, y: jax.Array, on: jax.Array, top1: bool):
     return (a_plus * g, a_minus * g, (a_plus + a_minus - 1.0) * g_sq), (2.0, 1.0)
 
 
-def _interface_mean(s, g, bandwidth, *, kinked: bool) -> Estimate:
-    """`E[g | s = 0] p_s(0)` for the `Δf²` term of the gap coefficient.
+def _segment_stream(fn, arrays, pair, num: int, chunk: int):
+    """Per-pair sums `[num, ...]` of the per-sample terms `fn(*arrays_chunk)`, chunk by chunk.
 
-    When every sample belongs to the pair (K = 2, or K ≥ 3 with dead experts)
-    the integrand is smooth across `s = 0` and the two-sided kernel is used.
-    Otherwise the samples of one pair are those where `i, j` are the
-    k-th and (k+1)-th: as `|s_ij|` grows a third logit can fall between them,
-    so the pair's density has a kink (`p(0)(1 − κ|s|)`) at `s = 0` and a
-    two-sided kernel is biased by `O(h)` (10 % at K = 8, d = 4, N = 2^20).
-    The average of the two one-sided local-linear limits is unbiased to
-    `O(h²)` on each smooth side; its stderr is their sum halved (conservative).
+    `arrays` are `[N, ...]`; `fn` returns a pytree of `[c, ...]` terms of the
+    `c = chunk` samples it is given, summed into the segments `pair: [N]` by
+    `jax.ops.segment_sum`. One `lax.fori_loop` over the chunks (memory `O(chunk)`
+    per term); a ragged last chunk is clamped to the end of the sample and its
+    re-read samples go to a discarded extra segment (`reduce_chunks`' clamp).
     """
-    if not kinked:
-        return kernel_smoothed_mean(s, g, bandwidth=bandwidth)
-    right = kernel_smoothed_mean(s, g, side="right", bandwidth=bandwidth)
-    left = kernel_smoothed_mean(s, g, side="left", bandwidth=bandwidth)
-    return Estimate(0.5 * (right.value + left.value), 0.5 * (right.stderr + left.stderr))
+    n = pair.shape[0]
+    chunk = int(min(chunk, n))
+    n_chunks = -(-n // chunk)
+
+    def part(i):
+        first = i * chunk
+        start = jnp.minimum(first, n - chunk)
+        sl = [jax.lax.dynamic_slice_in_dim(a, start, chunk, axis=0) for a in arrays]
+        ids = jax.lax.dynamic_slice_in_dim(pair, start, chunk, axis=0)
+        ids = jnp.where(start + jnp.arange(chunk) >= first, ids, num)
+        return jax.tree.map(
+            lambda v: jax.ops.segment_sum(v, ids, num_segments=num + 1)[:num], fn(*sl)
+        )
+
+    init = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(part, 0))
+    return jax.lax.fori_loop(0, n_chunks, lambda i, acc: jax.tree.map(jnp.add, acc, part(i)), init)
+
+
+_Z_CLIP = 40.0  # |z| beyond which every Gaussian weight is 0 (keeps z^4 finite in float32)
+
+
+def _powers(z: jax.Array, count: int) -> jax.Array:
+    return jnp.stack([z**k for k in range(count)], axis=-1)  # [..., count]
+
+
+def _se_of_sum(total, total_sq, n):
+    # stderr of a mean of n per-sample terms from their sum and sum of squares
+    m2 = jnp.maximum(total_sq - total * total / n, 0.0)
+    return jnp.sqrt(m2 / (n - 1) / n)
+
+
+class _GapParts(NamedTuple):
+    value: jax.Array  # [P, 2, 2] m_pc(0±): pair p, side (0: 0+, 1: 0−), part c (0: jump, 1: Δf²)
+    stderr: jax.Array  # [P, 2, 2] sqrt(sampling² + bias²)
+    bandwidth: jax.Array  # [P, 2, 2]
+
+
+@functools.partial(jax.jit, static_argnames=("num", "chunk"))
+def _gap_parts(s, pair, G, bandwidth, *, num: int, chunk: int) -> _GapParts:
+    """One-sided limits `m(0±) = p_on(0±) μ_on(0±)` of every pair in one O(N) pass per stage.
+
+    `s: [N]` each sample's own score `s_n = sel_i − sel_j` of its pair
+    `pair: [N]` (`num` pairs), `G: [N, 2, 2]` the integrands (side 0: `s > 0`,
+    side 1: `s < 0`, the right limit for `−s`; part 0: the jump term, part 1:
+    `Δf²`), `bandwidth` a scalar (NaN: automatic). Every stage is a
+    segment-summed stream over the samples (`_segment_stream`):
+
+    1. count, mean and robust scale `σ̂_p` of `s` over the pair's own samples;
+    2. pilot at `h_p = 2 σ̂_p n_p^{-1/7}`: one-sided local-quadratic fit of `g`
+       (curvature `μ''`, residual variance), boundary densities `p_on(0±)` and
+       `p_on''(0±)` (kernel `_kernel(2, 2, "right")`);
+    3. the AMSE bandwidth `h = (R σ² / (p_on N μ₂² μ''²))^{1/5}` in
+       `[max(10⁻³ h_p, 200/(N p_on)), h_p]` per pair, side and part;
+    4. the one-sided local-linear fit `μ_on(0±)` (sandwich stderr) and the
+       boundary-kernel density `p_on(0±) = E[K⁺_h(s) 1_on]`, `K⁺ = (c₀ + c₁ z)φ 1{z ≥ 0}`,
+       at that `h`; bias `h² |μ₂| (p_on |μ''| and |p''|)/2`, delta method for the product.
+
+    A fit with fewer than a few samples in its window (`ok` false) gives
+    `0 ± (|p_on| + se_p) max|g|`; a pair without samples gives exactly `0 ± 0`.
+    """
+    dt = s.dtype
+    n = s.shape[0]
+    half = _kernel(0, 0, "both")._replace(side="right")  # φ(z) on the half-line z ≥ 0
+    kd, kd2 = _value_kernel("right"), _kernel(2, 2, "right")
+    U = jnp.stack([s, -s], axis=1)  # [N, 2]: the left limit is the right one of −s
+    root2pi = math.sqrt(2.0 * math.pi)
+
+    # 1. per-pair count, mean and robust scale (min(sd, √(π/2) mean|s − mean|))
+    cnt, tot = _segment_stream(lambda u: (jnp.ones_like(u), u), (s,), pair, num, chunk)
+    mean = tot / jnp.maximum(cnt, 1.0)
+
+    def spread(p, u):
+        c = u - mean[p]
+        return c * c, jnp.abs(c)
+
+    c2, c1 = _segment_stream(spread, (pair, s), pair, num, chunk)
+    nn = jnp.maximum(cnt, 1.0)
+    scale = jnp.minimum(jnp.sqrt(c2 / nn), math.sqrt(math.pi / 2.0) * c1 / nn)
+    scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))
+    h_p = 2.0 * scale * nn ** (-1.0 / 7.0)  # [P]
+
+    # 2. pilot: local-quadratic fit and boundary density derivatives at h_p
+    def pilot_window(p, u):
+        h = h_p[p][:, None]  # [c, 1]
+        z = jnp.clip(u / h, -_Z_CLIP, _Z_CLIP)  # [c, 2]
+        return h, z, _eval_kernel(half, z) / h
+
+    def pilot(p, u, g):
+        h, z, w = pilot_window(p, u)
+        zp = _powers(z, 5)  # [c, 2, 5]
+        S = w[..., None] * zp
+        T = (w[..., None] * zp[..., :3])[:, :, None, :] * g[..., None]  # [c, 2, 2, 3]
+        d0 = _eval_kernel(kd, z) / h
+        d2 = _eval_kernel(kd2, z) / h**3
+        return S, T, d0, d2, d2 * d2
+
+    S, T, d0, d2, d2sq = _segment_stream(pilot, (pair, U, G), pair, num, chunk)
+    idx = np.add.outer(np.arange(3), np.arange(3))
+    Sinv = jnp.linalg.inv(S[..., idx] / n)  # [P, 2, 3, 3]
+    beta = jnp.einsum("psij,psgj->psgi", Sinv, T / n)  # [P, 2, 2, 3]
+    row2 = Sinv[:, :, 2, :]  # [P, 2, 3]: the influence row of the quadratic coefficient
+
+    def pilot_res(p, u, g):
+        _, z, w = pilot_window(p, u)
+        zp = _powers(z, 3)  # [c, 2, 3]
+        eps = g - jnp.sum(beta[p] * zp[:, :, None, :], axis=-1)  # [c, 2, 2]
+        infl = jnp.sum(row2[p] * zp, axis=-1)[..., None] * w[..., None] * eps
+        return infl, infl * infl, w[..., None] * eps * eps
+
+    i_sum, i_sq, r2 = _segment_stream(pilot_res, (pair, U, G), pair, num, chunk)
+    S0 = S[..., 0]  # [P, 2] (sums: n × the mean weight)
+    ok_pil = (S0 * h_p[:, None] * root2pi >= 9.0) & jnp.all(jnp.isfinite(Sinv), axis=(-2, -1))
+    ok_pil = ok_pil[..., None]  # [P, 2, 1]
+    se_b2 = _se_of_sum(i_sum, i_sq, n)
+    hp2 = (h_p**2)[:, None, None]
+    curv2 = (2.0 * beta[..., 2] / hp2) ** 2 + (2.0 * se_b2 / hp2) ** 2  # |μ''|², [P, 2, 2]
+    curv2 = jnp.where(ok_pil, curv2, 0.0)
+    sigma2 = jnp.where(ok_pil, r2 / jnp.where(S0 > 0, S0, 1.0)[..., None], 0.0)
+    p_pil = d0 / n  # [P, 2]
+    p2 = d2 / n
+    curv_p2 = p2**2 + _se_of_sum(d2, d2sq, n) ** 2  # |p''|²
+    p_safe = jnp.maximum(p_pil, jnp.finfo(dt).tiny)
+
+    # 3. bandwidths [P, 2, 2]
+    h_lo = jnp.maximum(1e-3 * h_p[:, None], 200.0 / (n * p_safe))[..., None]
+    v = sigma2 / p_safe[..., None]
+    H = _auto_bandwidth(kd.R, kd.mu2, v, curv2, n, h_lo, h_p[:, None, None])
+    H = jnp.where(jnp.isnan(bandwidth), H, bandwidth).astype(dt)
+    Hd = _auto_bandwidth(kd.R, kd.mu2, p_safe, curv_p2, n, h_lo[..., 0], h_p[:, None])
+    Hd = jnp.where(jnp.isnan(bandwidth), Hd, bandwidth).astype(dt)  # [P, 2] density
+
+    # 4. local-linear fit and boundary-kernel density at h
+    def window(p, u):
+        h = H[p]  # [c, 2, 2]
+        z = jnp.clip(u[:, :, None] / h, -_Z_CLIP, _Z_CLIP)
+        return h, z, _eval_kernel(half, z) / h
+
+    def fit(p, u, g):
+        _, z, w = window(p, u)
+        zp = _powers(z, 3)  # [c, 2, 2, 3]
+        hd = Hd[p]  # [c, 2]
+        d = _eval_kernel(kd, jnp.clip(u / hd, -_Z_CLIP, _Z_CLIP)) / hd
+        return w[..., None] * zp, w[..., None] * zp[..., :2] * g[..., None], d, d * d
+
+    S1, T1, dens, dens_sq = _segment_stream(fit, (pair, U, G), pair, num, chunk)
+    idx1 = np.add.outer(np.arange(2), np.arange(2))
+    Sinv1 = jnp.linalg.inv(S1[..., idx1] / n)  # [P, 2, 2, 2, 2]
+    beta1 = jnp.einsum("...ij,...j->...i", Sinv1, T1 / n)  # [P, 2, 2, 2]
+    row0 = Sinv1[..., 0, :]  # [P, 2, 2, 2]
+
+    def fit_res(p, u, g):
+        _, z, w = window(p, u)
+        b = beta1[p]
+        eps = g - b[..., 0] - b[..., 1] * z
+        r = row0[p]
+        infl = (r[..., 0] + r[..., 1] * z) * w * eps
+        return infl, infl * infl
+
+    f_sum, f_sq = _segment_stream(fit_res, (pair, U, G), pair, num, chunk)
+    mu, se_mu = beta1[..., 0], _se_of_sum(f_sum, f_sq, n)
+    ok_fit = (S1[..., 0] * H * root2pi >= 6.0) & jnp.all(jnp.isfinite(Sinv1), axis=(-2, -1))
+    ok = ok_pil & ok_fit & (cnt > 0)[:, None, None]
+    p = (dens / n)[..., None]  # [P, 2, 1]
+    bias_p = 0.5 * Hd**2 * abs(kd.mu2) * jnp.sqrt(curv_p2)
+    se_p = jnp.sqrt(_se_of_sum(dens, dens_sq, n) ** 2 + bias_p**2)[..., None]
+    bias_mu = 0.5 * H**2 * abs(kd.mu2) * jnp.sqrt(curv2)
+    se_var = jnp.sqrt((p * se_mu) ** 2 + (mu * se_p) ** 2)
+    # no data at the level: |m(0±)| ≤ (|p_on| + se_p) max|g| over the pair
+    g_max = jax.ops.segment_max(jnp.abs(G), pair, num_segments=num)
+    g_max = jnp.where((cnt > 0)[:, None, None], g_max, 0.0)
+    fallback = (jnp.abs(jnp.where(jnp.isfinite(p), p, 0.0)) + jnp.nan_to_num(se_p)) * g_max
+    value = jnp.where(ok, p * mu, 0.0)
+    se_var = jnp.where(ok, se_var, fallback)
+    bias = jnp.where(ok, p * bias_mu, 0.0)
+    stderr = jnp.where((cnt > 0)[:, None, None], jnp.sqrt(se_var**2 + bias**2), 0.0)
+    return _GapParts(value, stderr, H)
+
+
+def _gap_full_pair(s, terms, bandwidth) -> Estimate:
+    """The gap coefficient of a pair that holds every sample (K = 2, or dead experts).
+
+    The integrand is smooth across `s = 0` apart from the jump of `g`, and the
+    pair's density is that of `s` over all samples (continuous at 0): `m(0±) =
+    p_s(0) μ(0±)` with `p_s(0)` from the two-sided kernel and `μ(0±)` by
+    one-sided local-linear regression (`kernel_smoothed_mean(side=...)`), the
+    `Δf²` term by the two-sided kernel.
+    """
+    (g_r, g_l, g_sq), (c, c_sq) = terms
+    right = kernel_smoothed_mean(s, g_r, side="right", bandwidth=bandwidth)
+    left = kernel_smoothed_mean(s, g_l, side="left", bandwidth=bandwidth)
+    both = kernel_smoothed_mean(s, g_sq, bandwidth=bandwidth)
+    value = c * (right.value - left.value) + c_sq * both.value
+    return Estimate(value, c * (right.stderr + left.stderr) + c_sq * both.stderr)
 
 
 def gap_coefficient(model, x: jax.Array, y: jax.Array, *, bandwidth=None) -> Estimate:
@@ -686,9 +889,7 @@ def gap_coefficient(model, x: jax.Array, y: jax.Array, *, bandwidth=None) -> Est
         c = 2 ln 2 · [m(0+) − m(0−)] + (2 ln 2 − 1) ∫_{s=0} Δf² p/|∇s| dH^{d-1},
 
     `m(u) = E[Δf (Y − f_0) | s = u] p_s(u)`, whose jump is `∫ Δf (J − Δf) p/|∇s|`.
-    The one-sided limits `m(0±)` come from the one-sided local-linear kernels
-    of `kernel_smoothed_mean`, the `Δf²` term from the two-sided kernel. A
-    realizable target (`Y = f_0(X)`) gives `(2 ln 2 − 1) ∫ Δf² p/|∇s|`; a
+    A realizable target (`Y = f_0(X)`) gives `(2 ln 2 − 1) ∫ Δf² p/|∇s|`; a
     target continuous across `S` gives `−∫ Δf² p/|∇s|`.
 
     For K > 2 and top-k routing (T.11) the coefficient is the sum over the
@@ -699,16 +900,40 @@ def gap_coefficient(model, x: jax.Array, y: jax.Array, *, bandwidth=None) -> Est
     `1/k`). Where selection and combine scores differ, `c_i ≠ c_j` on the
     interface and the layer profile is `σ(u + L)`, `L = log(D_i/D_j)`: the
     constants `ln 2, 2 ln 2 − 1` become `softplus(∓L)`, `softplus(L) +
-    softplus(−L) − 1` (`_gap_terms`). Each sample is assigned its own pair;
-    pairs no sample meets (a dead expert) contribute exactly `0 ± 0`, and an
-    interface far from every sample `0` with a finite stderr. The stderr adds
-    the stderrs of the parts (conservative).
+    softplus(−L) − 1` (`_gap_terms`).
+
+    Estimators. Each sample belongs to exactly one pair (its own top-two
+    interface), so `m_p(0±) = p_on(0±) μ_on(0±)` with `p_on` the density of
+    `s_ij` over the pair's samples (normalised by `N`) and `μ_on` the
+    conditional mean of the integrand over them:
+
+    * a pair that holds every sample (K = 2, or K > 2 with dead experts): the
+      kernels of `kernel_smoothed_mean` (`p_s(0)` two-sided, `μ(0±)` one-sided
+      local-linear, the `Δf²` term two-sided), as in the module docstring;
+    * otherwise, all pairs at once in one jitted pass per stage (`_gap_parts`,
+      `O(N)` each, per-pair sums by `jax.ops.segment_sum` streamed over
+      chunks): `μ_on(0±)` by one-sided local-linear regression over the pair's
+      samples (self-normalised: its variance is that of `g` about its local
+      trend) times the one-sided boundary-kernel density `p_on(0±) =
+      E[K⁺_h(s) 1_on]`, `K⁺ = (c₀ + c₁ z) φ(z) 1{z ≥ 0}` (`∫K⁺ = 1`, `∫z K⁺ = 0`:
+      unbiased to `O(h²)` although `p_on` has a kink at 0, where a third logit
+      can fall between `i` and `j`). The `Δf²` term is the mean of its two
+      one-sided limits (a two-sided kernel would be biased by `O(h)` at the
+      kink); its stderr is their sum halved. The pilot (`h_p = 2 σ̂_p
+      n_p^{-1/7}`, `σ̂_p, n_p` the robust scale and count of the pair's
+      scores) and the AMSE bandwidth per pair, side and part follow the
+      one-sided rules of the module docstring with `p_on(0±)` for `p_s(0)`.
+
+    Every part's stderr is `sqrt(sampling² + bias²)`; the stderrs of the parts
+    and pairs add (conservative). Pairs no sample meets (a dead expert)
+    contribute exactly `0 ± 0`, and an interface far from every sample (or a
+    pair with too few samples for a fit) `0 ± (p + se_p) max|g|`, finite.
 
     Args:
         model: pytree with `.router` and `.experts` (e.g. `MoE`), `x: [d] -> [K]` each;
             top-k routing is read off it (`models.routing_of`).
         x: `[N, d]` inputs, `N >= 2`; y: `[N]` targets.
-        bandwidth: `None` (automatic) or a bandwidth `> 0` for every part.
+        bandwidth: `None` (automatic) or a scalar bandwidth `> 0` for every part.
 
     Returns:
         scalar `Estimate` of `c`.
@@ -720,6 +945,12 @@ def gap_coefficient(model, x: jax.Array, y: jax.Array, *, bandwidth=None) -> Est
     k, rho, selection = routing_of(model)
     dtype = jnp.result_type(x.dtype, y.dtype, float)
     x, y = x.astype(dtype), y.astype(dtype)
+    if bandwidth is not None:
+        bandwidth = jnp.asarray(bandwidth, dtype)
+        if bandwidth.shape != ():
+            raise ValueError(f"`bandwidth` must be a scalar > 0 or None, got {bandwidth.shape}")
+        if is_concrete(bandwidth) and not bool(np.asarray(bandwidth) > 0):
+            raise ValueError(f"`bandwidth` must be > 0, got {np.asarray(bandwidth)}")
     a = logits(model.router, x)
     f = expert_outputs(model.experts, x)
     if f.shape != a.shape:
@@ -727,23 +958,25 @@ def gap_coefficient(model, x: jax.Array, y: jax.Array, *, bandwidth=None) -> Est
             f"`model.experts` must return [K] = {a.shape[1:]} outputs to match the router, "
             f"got batched shape {f.shape}"
         )
-    check_k(k, a.shape[1], "k", allow_all=False)
+    n, K = a.shape
+    check_k(k, K, "k", allow_all=False)
     sel = a if selection is None else jax.vmap(selection)(a)
     it = _interfaces(sel, a, f, k, rho)
-    top1 = is_top1(model)
-    counts = np.bincount(np.asarray(it.pair), minlength=a.shape[1] * (a.shape[1] - 1) // 2)
-    value = jnp.zeros((), dtype)
-    stderr = jnp.zeros((), dtype)
-    for p, (i, j) in enumerate(zip(*pair_indices(a.shape[1]))):
-        if counts[p] == 0:  # a pair that never meets: 0 ± 0
-            continue
-        i, j = int(i), int(j)
-        s = sel[:, i] - sel[:, j]
-        on = (it.pair == p).astype(dtype) if a.shape[1] > 2 else jnp.ones_like(s)
-        (g_r, g_l, g_sq), (c, c_sq) = _gap_terms(it, y, on, top1)
-        right = kernel_smoothed_mean(s, g_r, side="right", bandwidth=bandwidth)
-        left = kernel_smoothed_mean(s, g_l, side="left", bandwidth=bandwidth)
-        both = _interface_mean(s, g_sq, bandwidth, kinked=bool(counts[p] < a.shape[0]))
-        value = value + c * (right.value - left.value) + c_sq * both.value
-        stderr = stderr + c * (right.stderr + left.stderr) + c_sq * both.stderr
+    terms = _gap_terms(it, y, jnp.ones((), dtype), is_top1(model))
+    num = K * (K - 1) // 2
+    counts = np.bincount(np.asarray(it.pair), minlength=num)
+    if int(counts.max()) == n:  # one pair holds every sample
+        i, j = (int(v[int(np.argmax(counts))]) for v in pair_indices(K))
+        return _gap_full_pair(sel[:, i] - sel[:, j], terms, bandwidth)
+    (g_r, g_l, g_sq), (c, c_sq) = terms
+    s = (
+        jnp.take_along_axis(sel, it.lo[:, None], axis=1)
+        - jnp.take_along_axis(sel, it.hi[:, None], axis=1)
+    )[:, 0]
+    G = jnp.stack([jnp.stack([g_r, g_sq], -1), jnp.stack([g_l, g_sq], -1)], 1)  # [N, 2, 2]
+    bw = jnp.asarray(jnp.nan if bandwidth is None else bandwidth, dtype)
+    parts = _gap_parts(s, it.pair, G.astype(dtype), bw, num=num, chunk=chunk_size_for(n, 128, None))
+    v, e = parts.value, parts.stderr
+    value = jnp.sum(c * (v[:, 0, 0] - v[:, 1, 0]) + c_sq * 0.5 * (v[:, 0, 1] + v[:, 1, 1]))
+    stderr = jnp.sum(c * (e[:, 0, 0] + e[:, 1, 0]) + c_sq * 0.5 * (e[:, 0, 1] + e[:, 1, 1]))
     return Estimate(value, stderr)
