@@ -45,6 +45,7 @@ from jax.sharding import PartitionSpec
 from .._stats import sample_axis_sharding
 from .._trees import combine, partition, ravel_arrays
 from .._validate import check_count, check_finite_params, check_square
+from . import _structured
 from .gauge import resolve_gauge
 
 __all__ = [
@@ -411,6 +412,7 @@ def hessian_operator(
     chunk_size: int | None = None,
     mesh=None,
     gauge=None,
+    structured: bool = True,
     **loss_kwargs,
 ) -> LinearOperator:
     """The Hessian `∇²L(params)` as an operator on raveled parameters `[P]`.
@@ -442,6 +444,20 @@ def hessian_operator(
     Only inexact-array leaves of `params` are parameters (`_trees.ravel_arrays`):
     an equinox-style model carrying functions as leaves works unchanged.
 
+    Structured path (`_structured`): when `loss_fn` is `softhard.soft_risk`
+    itself, `params` a built-in `MoE` (`LinearRouter`, `MLPRouter`,
+    `NormalizedRouter` with `LinearExperts` or `MLPExperts`; any `k`,
+    `combine_temperature`, `selection`), `data=(x, y)`, the only keyword
+    `tau`, and no `mesh`, each product uses the exact Gauss–Newton split
+    `(1/N) Σ_n J_nᵀ C_n J_n u + (1/N) Σ_n g_n · ∇²z_n u` of the per-sample
+    loss in logit/output space `z_n = (a(x_n), f(x_n))` (2.2, 2.5), with
+    `C_n`, `g_n` cached at the point (the second term is zero for linear
+    families). Without `chunk_size` the whole sample's factors are kept when
+    they fit (about `2^25` elements; linearised once), else they are
+    recomputed per chunk inside the streamed matvec. `structured=False`
+    forces the generic forward-over-reverse path; both give the same
+    operator to rounding.
+
     Args:
         loss_fn: `params -> scalar`, or with `data` `(params, *chunk) -> scalar`
             (the mean over the chunk).
@@ -453,6 +469,7 @@ def hessian_operator(
             divisible by its size).
         gauge: `None`, `"auto"` (`gauge_directions(params)`) or a `[P, G]`
             basis whose span is projected out (`Π ∇²L Π`).
+        structured: `False` to opt out of the structured soft-risk path.
         **loss_kwargs: bound into `loss_fn`, e.g. `tau=0.1`.
 
     Returns:
@@ -469,7 +486,36 @@ def hessian_operator(
         check_loss(loss, params)
         return _hessian_operator(loss, params, _resolve(gauge, params))
     check_loss(loss, params, data=_chunk_shapes(d))
-    return _streamed_hessian(loss, params, d, _resolve(gauge, params))
+    G = _resolve(gauge, params)
+    if not isinstance(structured, bool):
+        raise ValueError(f"`structured` must be True or False, got {structured!r}")
+    if (
+        structured
+        and d.mesh is None
+        and _structured.applies(loss_fn, params, loss_kwargs, d.arrays)
+    ):
+        return _structured_hessian(params, d, G, loss_kwargs["tau"], chunk_size is None)
+    return _streamed_hessian(loss, params, d, G)
+
+
+def _structured_hessian(model, data: _Data, G, tau, whole_ok: bool) -> LinearOperator:
+    """The structured soft-risk Hessian (`_structured`): whole sample if it fits, else per chunk.
+
+    The whole-sample route is taken when the sample is one chunk, or when no
+    `chunk_size` was given and the per-sample factors fit `_structured.WHOLE_ELEMENTS`.
+    """
+    flat, unravel = ravel_arrays(model)
+    x, y = data.arrays
+    fits = _structured.factor_elements(model, data.n) <= _structured.WHOLE_ELEMENTS
+    if data.chunk >= data.n or (whole_ok and fits):
+        matvec = _structured.whole_matvec(model, x, y, tau)
+    else:
+        hvp = _structured.chunk_hvp(model, tau)
+
+        def matvec(u):
+            return _sample_mean(hvp, data, flat, flat, u.astype(flat.dtype))
+
+    return _with_gauge(matvec, flat.shape[0], flat.dtype, unravel, G)
 
 
 def linear_operator(matvec: Callable, size: int, dtype=None, *, gauge=None) -> LinearOperator:
