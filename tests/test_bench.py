@@ -57,6 +57,21 @@ SCHEMA = {
     },
     "memory": {"sizes": list, "runs": dict, "peak_ratio_big_over_small": float, "targets": dict},
     "sharded": {"N": int, "devices": int, "max_rel_diff": float, "targets": dict},
+    "hessian_stream": {
+        "sizes": list,
+        "runs": dict,
+        "naive_small": dict,
+        "peak_above_sample_ratio_big_over_small": float,
+        "max_rel_diff_streamed_vs_naive": float,
+        "targets": dict,
+    },
+    "hessian_large": {
+        "P": int,
+        "N": int,
+        "seconds": float,
+        "peak_rss_mb": float,
+        "eigenvalues": list,
+    },
 }
 
 
@@ -109,3 +124,23 @@ def test_baselines_compute_the_same_answer(bench):
     assert cases["sharded"]["devices"] == 4 and cases["sharded"]["max_rel_diff"] < 1e-10
     # memory does not grow with N (10x more samples, fresh processes)
     assert cases["memory"]["peak_ratio_big_over_small"] < 1.5
+    # the streamed Hessian spectrum equals the whole-sample one; memory flat in N
+    assert cases["hessian_stream"]["max_rel_diff_streamed_vs_naive"] < 1e-10
+    assert cases["hessian_stream"]["peak_above_sample_ratio_big_over_small"] < 1.5
+    assert all(math.isfinite(v) for v in cases["hessian_large"]["eigenvalues"])
+
+
+def test_gpu_bench_quick_runs_every_case(tmp_path):
+    """`scripts/gpu_bench.py --quick`: the GPU script's code path on any device (no timing)."""
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gpu_bench.py"), "--quick", "--repeats", "1",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cases = {c["case"]: c for c in json.loads(out.read_text())["cases"]}
+    assert set(cases) == {"sweep_gpu", "hessian_stream_gpu", "hessian_large_gpu"}
+    assert cases["sweep_gpu"]["max_rel_diff_vs_naive_jax"] < 1e-4
+    assert cases["hessian_stream_gpu"]["max_rel_diff_vs_naive"] < 1e-10
+    assert all(math.isfinite(v) for v in cases["hessian_large_gpu"]["eigenvalues"])
