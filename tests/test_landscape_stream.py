@@ -94,6 +94,30 @@ def test_spectral_routines_accept_data():
     np.testing.assert_allclose(d_got.density.value, d_ref.density.value, rtol=1e-8, atol=1e-12)
 
 
+def test_classify_accepts_data():
+    """`classify_critical_point(sh.soft_risk, model, data=(x, y), tau=...)` = the closure form."""
+    model, x, y = _problem(n=300)
+    tau = 0.3
+    loss = lambda m: sh.soft_risk(m, x, y, tau)
+    start = L.find_critical_points(loss, [model], adam_steps=0)[0].params  # a critical point
+    ref = L.classify_critical_point(loss, start)
+    for chunk in (None, 70):
+        got = L.classify_critical_point(sh.soft_risk, start, data=(x, y), chunk_size=chunk, tau=tau)
+        assert got.kind == ref.kind != "not critical" and got.gauge_dim == ref.gauge_dim == 3
+        np.testing.assert_allclose(got.lambda_max, ref.lambda_max, rtol=1e-9)
+        np.testing.assert_allclose(got.lambda_min, ref.lambda_min, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(got.grad_tol, ref.grad_tol, rtol=1e-12)
+        assert got.grad_norm <= got.grad_tol
+    # a point that is not critical says so here too
+    assert L.classify_critical_point(sh.soft_risk, model, data=(x, y), tau=tau).kind == (
+        "not critical"
+    )
+    with pytest.raises(ValueError, match="need `data"):
+        L.classify_critical_point(loss, start, tau=tau)
+    with pytest.raises(ValueError, match="`args` empty"):
+        L.classify_critical_point(sh.soft_risk, start, args=(1,), data=(x, y), tau=tau)
+
+
 def test_spectrum_sweep_streams():
     model, x, y = _problem(n=400)
     taus = jnp.array([0.1, 1.0])

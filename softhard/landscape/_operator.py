@@ -54,6 +54,7 @@ __all__ = [
     "linear_operator",
     "as_operator",
     "loss_gradient",
+    "loss_value_and_gradient",
 ]
 
 _HP = jax.lax.Precision.HIGHEST
@@ -392,6 +393,30 @@ def loss_gradient(
         return jax.grad(lambda q: loss(unravel(q), *chunk))(p).astype(p.dtype)
 
     return _sample_mean(chunk_grad, d, flat, flat)
+
+
+def loss_value_and_gradient(
+    loss_fn: Callable, params, *, data=None, chunk_size=None, mesh=None, **loss_kwargs
+) -> tuple[jax.Array, jax.Array]:
+    """`(L(params), ∇L(params): [P])`, streamed over `data` like `hessian_operator`.
+
+    With `data`, `L` is the sample-weighted mean of the per-chunk losses and
+    `∇L` of their gradients (one pass). Args: as in `hessian_operator`.
+    """
+    loss = _bind(loss_fn, loss_kwargs)
+    d = check_data(data, chunk_size, mesh)
+    check_loss(loss, params, data=None if d is None else _chunk_shapes(d))
+    flat, unravel = ravel_arrays(params)
+    if d is None:
+        return jax.value_and_grad(lambda q: loss(unravel(q)))(flat)
+
+    def chunk_value_grad(p, *chunk):
+        v, g = jax.value_and_grad(lambda q: loss(unravel(q), *chunk))(p)
+        return jnp.concatenate([v[None], g]).astype(p.dtype)
+
+    template = jnp.zeros(flat.shape[0] + 1, flat.dtype)
+    both = _sample_mean(chunk_value_grad, d, template, flat)
+    return both[0], both[1:]
 
 
 def _chunk_shapes(d: _Data) -> tuple:

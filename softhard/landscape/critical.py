@@ -25,7 +25,14 @@ import optax
 
 from .._trees import combine, filter_jit, partition, ravel_arrays
 from .._validate import check_count, check_kind
-from ._operator import LinearOperator, _hessian_operator, as_operator, check_loss
+from ._operator import (
+    LinearOperator,
+    _hessian_operator,
+    as_operator,
+    check_loss,
+    hessian_operator,
+    loss_value_and_gradient,
+)
 from .gauge import (
     _registered,
     canonical_form,
@@ -536,6 +543,10 @@ def classify_critical_point(
     grad_tol=None,
     args: tuple = (),
     dense_limit: int = 4000,
+    data=None,
+    chunk_size: int | None = None,
+    mesh=None,
+    **loss_kwargs,
 ) -> Classification:
     """Not critical, minimum, strict saddle or degenerate, from `‖∇L‖` and the gauge-fixed spectrum.
 
@@ -579,13 +590,35 @@ def classify_critical_point(
             compiled once per `loss_fn` object, so pass changing data here.
         dense_limit: above this many (gauge-fixed) parameters the extreme
             eigenvalues come from Lanczos (`num_negative` is then `-1`).
+        data, chunk_size, mesh, **loss_kwargs: as in `hessian_operator`: with
+            `data=(x, y)` the loss is per chunk, `loss_fn(params, x_c, y_c,
+            **loss_kwargs)`, and its value, gradient and Hessian are streamed
+            (and sharded) over the sample, e.g.
+            `classify_critical_point(sh.soft_risk, model, data=(x, y), tau=0.1)`.
 
     Returns:
         `Classification(kind, lambda_min, lambda_max, grad_norm, num_negative, tol,
         gauge_dim, grad_tol)`.
     """
     args = tuple(args)
-    if callable(loss_fn):  # a loss; an operator or a matrix is not callable
+    if data is not None or loss_kwargs or chunk_size is not None or mesh is not None:
+        if data is None:
+            raise ValueError("`chunk_size`, `mesh` and loss keywords need `data=(x, y)`")
+        if args or not callable(loss_fn):
+            raise ValueError(
+                "with `data`, `loss_fn` must be a per-chunk loss `(params, x_c, y_c, **kw)` "
+                "and `args` empty (bind extra arguments as keywords)"
+            )
+        grad_tol = _check_tol(grad_tol, "grad_tol")
+        G = resolve_gauge(gauge, params, gauge_x)
+        stream = {"data": data, "chunk_size": chunk_size, "mesh": mesh, **loss_kwargs}
+        value, g = loss_value_and_gradient(loss_fn, params, **stream)
+        op = hessian_operator(loss_fn, params, gauge=G, **stream)
+        gn, dtype, gdim = jnp.linalg.norm(g), op.dtype, op.gauge_dim
+        vals, full = _operator_spectrum(op, dense_limit)
+        if grad_tol is None:
+            grad_tol = default_grad_tol(value, dtype)
+    elif callable(loss_fn):  # a loss; an operator or a matrix is not callable
         grad_tol = _check_tol(grad_tol, "grad_tol")
         _check_params_loss(loss_fn, params, args)
         G = resolve_gauge(gauge, params, gauge_x)
