@@ -299,7 +299,10 @@ def _assert_matches_reference(name, tau):
         assert float(got) == pytest.approx(want, rel=_REL, abs=1e-14), (name, tau, got, want)
 
 
-@pytest.mark.parametrize("name", [pytest.param("other", marks=pytest.mark.slow), "rho same"])
+# both in the slow set: test_k3_top2_risks_match_polar_quadrature_wide runs the same
+# comparison for every name in the default run
+@pytest.mark.parametrize("name", ["other", "rho same"])
+@pytest.mark.slow
 def test_k3_top2_risks_match_polar_quadrature(name):
     # relative 1e-8 at τ = 0.05 against the scipy reference (soft, hard, gap)
     _assert_matches_reference(name, 0.05)
@@ -481,7 +484,16 @@ def _hand_coefficient_d2(law, model, target):
     return total
 
 
-@pytest.mark.parametrize("name", ["realizable", "same", "other", "linear", "rho realizable"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("realizable", marks=pytest.mark.slow),
+        "same",
+        "other",
+        "linear",
+        "rho realizable",
+    ],
+)
 def test_gap_coefficient_top2_against_line_integrals_and_the_gap(name):
     law, model, target = _problem(name)
     c = float(exact_gap_coefficient(model, target, law))

@@ -276,7 +276,7 @@ def test_topk_boundary_mass_against_sorting(rng):
         sh.boundary_mass(a, w, k=5)
 
 
-@pytest.mark.parametrize("rho", [None, 1.0])
+@pytest.mark.parametrize("rho", [pytest.param(None, marks=pytest.mark.slow), 1.0])
 def test_landscape_on_a_topk_loss(rng, rho):
     """Hessian spectra of a top-2 loss: Lanczos = dense eigh, and the router gauge is exact.
 
