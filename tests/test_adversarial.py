@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_cli import GOOD  # the good sweep config the CLI tests start from
 
 import softhard as sh
 from softhard import _stats
@@ -582,16 +583,6 @@ def _stale_tmp(dt):
 # ----------------------------------------------------------------------------
 # the CLI (items 10, 15, 17, 19): exit status 2 and a message naming the field
 # ----------------------------------------------------------------------------
-
-GOOD = {
-    "router": {"type": "linear", "W": [[1.0, 0.0], [0.0, 0.0]], "b": [0.0, 0.0]},
-    "experts": {"type": "linear", "B": [[0.0, 2.0], [0.0, 0.0]], "c": [0.0, 0.0]},
-    "law": {"type": "standard_gaussian", "d": 2},
-    "target": {"type": "self"},
-    "taus": {"geomspace": [0.05, 0.5, 3]},
-    "n": 2000,
-    "seed": 1,
-}
 
 
 def _run_cli(argv) -> tuple[int, str]:

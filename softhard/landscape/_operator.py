@@ -380,19 +380,10 @@ def loss_gradient(
     """The raveled gradient `∇L(params): [P]`, streamed over `data` like `hessian_operator`.
 
     Args: as in `hessian_operator`. Returns the `[P]` gradient in raveled order
-    (inexact-array leaves only).
+    (inexact-array leaves only); `loss_value_and_gradient` also returns `L`.
     """
-    loss = _bind(loss_fn, loss_kwargs)
-    d = check_data(data, chunk_size, mesh)
-    check_loss(loss, params, data=None if d is None else _chunk_shapes(d))
-    flat, unravel = ravel_arrays(params)
-    if d is None:
-        return jax.grad(lambda q: loss(unravel(q)))(flat)
-
-    def chunk_grad(p, *chunk):
-        return jax.grad(lambda q: loss(unravel(q), *chunk))(p).astype(p.dtype)
-
-    return _sample_mean(chunk_grad, d, flat, flat)
+    stream = {"data": data, "chunk_size": chunk_size, "mesh": mesh}
+    return loss_value_and_gradient(loss_fn, params, **stream, **loss_kwargs)[1]
 
 
 def loss_value_and_gradient(
