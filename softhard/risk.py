@@ -8,7 +8,6 @@ with standard errors, streaming over sample chunks.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -36,6 +35,7 @@ from ._validate import (
     check_taus,
     check_xy,
     input_dim,
+    is_concrete,
     poisons,
 )
 from .models import is_top1, routing_of
@@ -400,10 +400,22 @@ def _chunk_quantities(model, taus, x, y, *, full: bool, mass_factor=2.0, delta=0
 def _sweep(model, x, y, taus, chunk, full, mesh=None, axis_names=None, mass_factor=2.0, delta=0.1):
     # filter_jit: the model's non-array leaves (an equinox activation, a flax
     # module's static fields) and the Python arguments are static; arrays traced
-    fn = functools.partial(
-        _chunk_quantities, model, taus, full=full, mass_factor=mass_factor, delta=delta
-    )
-    return stream_moments(fn, (x, y), chunk, mesh=mesh, axis_names=axis_names)
+    def fn(xc, yc):
+        q = _chunk_quantities(model, taus, xc, yc, full=full, mass_factor=mass_factor, delta=delta)
+        # non-finite sample rows, counted in the same pass that reads the chunk
+        bad = ~(jnp.all(jnp.isfinite(xc), axis=-1) & jnp.isfinite(yc))
+        return q, bad.astype(yc.dtype)
+
+    out, bad = stream_moments(fn, (x, y), chunk, mesh=mesh, axis_names=axis_names)
+    return out, bad.value
+
+
+def _refuse_nonfinite(out, bad, x, y):
+    """`out`, or the `check_finite_rows` error when the sweep counted a non-finite row."""
+    if is_concrete(bad) and float(bad) > 0:
+        check_finite_rows(x, "x", "sweeping")
+        check_finite_rows(y[:, None], "y", "sweeping")
+    return out
 
 
 def _shard_like(x, *others):
@@ -428,8 +440,6 @@ def _shard_like(x, *others):
 def _prepare_sweep(model, x, y, taus, chunk_size, per_tau_cost: int):
     x, y = check_xy(x, y)
     check_dim(x, input_dim(model.router), "x")
-    check_finite_rows(x, "x", "sweeping")
-    check_finite_rows(y[:, None], "y", "sweeping")
     taus = check_taus(taus)
     check_finite_params(model, "model")
     dtype = jnp.result_type(x.dtype, y.dtype, float)
@@ -471,7 +481,7 @@ def risk_sweep(model, x: jax.Array, y: jax.Array, taus: jax.Array, *, chunk_size
         `RiskSweep(soft, hard, gap)`: `soft` and `gap` of shape `[T]`, `hard` scalar.
     """
     x, y, taus, chunk, mesh_args = _prepare_sweep(model, x, y, taus, chunk_size, 1)
-    return _sweep(model, x, y, taus, chunk, False, **mesh_args)
+    return _refuse_nonfinite(*_sweep(model, x, y, taus, chunk, False, **mesh_args), x, y)
 
 
 @poisons(taus="tau", mass_factor="positive", delta="delta")
@@ -508,7 +518,7 @@ def diagnostic_sweep(
     check_delta(delta)
     check_positive(mass_factor, "mass_factor")
     x, y, taus, chunk, mesh_args = _prepare_sweep(model, x, y, taus, chunk_size, 2)
-    return _sweep(
+    out, bad = _sweep(
         model,
         x,
         y,
@@ -519,6 +529,7 @@ def diagnostic_sweep(
         delta=jnp.asarray(delta, x.dtype),
         **mesh_args,
     )
+    return _refuse_nonfinite(out, bad, x, y)
 
 
 @filter_jit
