@@ -258,6 +258,23 @@ def check_law_dim(law, d, source: str) -> None:
         )
 
 
+def check_permutation(perm, K: int | None, name: str = "perm") -> np.ndarray:
+    """`perm` as a `[K]` int array holding each of `0 … K − 1` once (K unknown: its own length)."""
+    try:
+        raw = np.asarray(perm)
+    except Exception as e:
+        raise ValueError(f"`{name}` must be a permutation of range(K), got {perm!r}") from e
+    if raw.dtype == bool or not np.issubdtype(raw.dtype, np.integer):
+        raise ValueError(f"`{name}` must hold integer expert indices, got {perm!r}")
+    p = raw.astype(np.int64)
+    n = K if K is not None else p.shape[0] if p.ndim == 1 else 0
+    if p.ndim != 1 or p.shape[0] != n or sorted(p.tolist()) != list(range(n)):
+        raise ValueError(
+            f"`{name}` must be a permutation of range(K) with K = {n}, got {p.tolist()}"
+        )
+    return p
+
+
 def check_same_experts(first, second, where: str, names=("router", "experts")) -> None:
     """`first` and `second` (routers, banks or models) have the same `K` and `d` when known.
 

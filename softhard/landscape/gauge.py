@@ -35,7 +35,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._trees import partition, ravel_arrays
-from .._validate import check_x, num_experts_of
+from .._validate import check_permutation, check_x, num_experts_of
 from ..models import LinearExperts, LinearRouter, MLPExperts, MLPRouter, NormalizedRouter
 
 __all__ = [
@@ -326,21 +326,6 @@ def permutable(model) -> bool:
     )
 
 
-def _check_permutation(perm, K: int | None) -> np.ndarray:
-    """`perm` as a `[K]` int array holding each of `0 … K − 1` once (K unknown: its own length)."""
-    try:
-        raw = np.asarray(perm)
-    except Exception as e:
-        raise ValueError(f"`perm` must be a permutation of range(K), got {perm!r}") from e
-    if raw.dtype == bool or not np.issubdtype(raw.dtype, np.integer):
-        raise ValueError(f"`perm` must hold integer expert indices, got {perm!r}")
-    p = raw.astype(np.int64)
-    n = len(p) if K is None else K
-    if p.ndim != 1 or p.shape[0] != n or sorted(p.tolist()) != list(range(n)):
-        raise ValueError(f"`perm` must be a permutation of range(K) with K = {n}, got {p.tolist()}")
-    return p
-
-
 def permute_experts(model, perm):
     """Relabel the experts of an MoE: expert `k` of the result is expert `perm[k]`.
 
@@ -359,7 +344,7 @@ def permute_experts(model, perm):
     """
     if not hasattr(model, "router") or not hasattr(model, "experts"):
         raise ValueError("`model` must have `.router` and `.experts` fields")
-    perm = _check_permutation(perm, num_experts_of(model))
+    perm = check_permutation(perm, num_experts_of(model))
     r, e = permute_router(model.router, perm), permute_bank(model.experts, perm)
     return dataclasses.replace(model, router=r, experts=e)
 

@@ -22,6 +22,7 @@ from .._validate import (
     check_delta,
     check_dim,
     check_finite_params,
+    check_permutation,
     check_positive,
     check_same_experts,
     check_x,
@@ -117,12 +118,7 @@ def _cells(router, teacher, x):
 
 
 def _check_perm(permutation, K):
-    if permutation is None:
-        return None
-    perm = np.asarray(permutation, dtype=np.int64)
-    if perm.shape != (K,) or sorted(perm.tolist()) != list(range(K)):
-        raise ValueError(f"`permutation` must be a permutation of range({K}), got {permutation}")
-    return perm
+    return None if permutation is None else check_permutation(permutation, K, "permutation")
 
 
 def teacher_equivalence(router, teacher, x: jax.Array, *, permutation=None) -> TeacherEquivalence:
