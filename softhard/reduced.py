@@ -42,7 +42,6 @@ from ._validate import (
     float_dtype,
     floor_tau,
     is_concrete,
-    poison_tau,
     poisons,
 )
 from .models import LinearExperts, LinearRouter, MoE, Teacher
@@ -405,7 +404,7 @@ def reduced_risk_exact(model: ReducedModel, phi, tau):
     check_tau(tau)
     dtype = jnp.result_type(model.cov, phi, tau)
     # a τ below the floor is the τ → 0 limit to working precision (`_validate.floor_tau`)
-    return poison_tau(_exact_risk(model, phi, floor_tau(tau, dtype)), tau)
+    return _exact_risk(model, phi, floor_tau(tau, dtype))
 
 
 class ExactLinearisation(NamedTuple):

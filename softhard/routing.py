@@ -24,7 +24,7 @@ from ._validate import (
     check_tau,
     check_x,
     input_dim,
-    poison_tau,
+    poisons,
 )
 
 __all__ = [
@@ -98,6 +98,7 @@ def expert_outputs(experts, x: jax.Array) -> jax.Array:
     return f
 
 
+@poisons(tau="tau")
 def gates(logits: jax.Array, tau, *, k: int = 1) -> jax.Array:
     """Softmax gates (2.3), or for `k > 1` the soft top-k mask `μ^τ` (T.3).
 
@@ -124,9 +125,10 @@ def gates(logits: jax.Array, tau, *, k: int = 1) -> jax.Array:
     logits = check_logits(logits)
     check_tau(tau)
     k = check_k(k, logits.shape[1], allow_all=True)
-    return poison_tau(_gating.topk_mask(logits, tau, k), tau)
+    return _gating.topk_mask(logits, tau, k)
 
 
+@poisons(tau="tau")
 def log_gates(logits: jax.Array, tau) -> jax.Array:
     """`log π_k^τ` (2.3), finite wherever the logits are: `[N, K]`.
 
@@ -135,7 +137,7 @@ def log_gates(logits: jax.Array, tau) -> jax.Array:
     """
     logits = check_logits(logits)
     check_tau(tau)
-    return poison_tau(jax.nn.log_softmax(_gating.scaled(logits, tau), axis=-1), tau)
+    return jax.nn.log_softmax(_gating.scaled(logits, tau), axis=-1)
 
 
 def winner(logits: jax.Array) -> jax.Array:

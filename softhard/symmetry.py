@@ -35,7 +35,6 @@ from ._validate import (
     check_vector,
     float_dtype,
     inv_temperature,
-    poison_tau,
     poisons,
 )
 from .landscape._operator import LinearOperator, as_operator
@@ -192,7 +191,7 @@ def effective_operator(cov, u, tau, response="sign", *, scale=1.0):
     coef = c2 / s_u**4 - c0 / s_u**2
     # × min(1/τ, max)/2 rather than /(2τ): a τ that underflows gives inf, never NaN
     M = (c0 * cov + coef * jnp.outer(su, su)) * (0.5 * inv_temperature(tau, dtype))
-    return poison_tau(0.5 * M + 0.5 * M.T, tau)
+    return 0.5 * M + 0.5 * M.T
 
 
 @poisons(tau="tau", scale="positive")
