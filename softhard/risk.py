@@ -373,16 +373,19 @@ def _chunk_quantities(model, taus, x, y, *, full: bool, mass_factor=2.0, delta=0
         return _topk_chunk_quantities(
             model, taus, x, y, full=full, mass_factor=mass_factor, delta=delta
         )
-    a = jax.vmap(model.router)(x)  # [n, K]
-    f = jax.vmap(model.experts)(x)  # [n, K]
-    a_max = jnp.max(a, axis=-1, keepdims=True)
-    z = a - a_max  # [n, K], ≤ 0
-    f_hard = jnp.take_along_axis(f, jnp.argmax(a, axis=-1)[:, None], axis=-1)[:, 0]
+    # experts leading, samples contiguous, straight from the batched router and
+    # experts (`out_axes=1`): transposing `[n, K]` outputs instead let XLA fuse the
+    # transpose and `a − a_max` into the kernel, recomputed with strided reads for
+    # every temperature (about 25 % of a sweep; scripts/bench.py, case sweep_cpu)
+    a = jax.vmap(model.router, out_axes=1)(x)  # [K, n]
+    f = jax.vmap(model.experts, out_axes=1)(x)  # [K, n]
+    z = a - jnp.max(a, axis=0, keepdims=True)  # [K, n], ≤ 0
+    f_hard = jnp.take_along_axis(f, jnp.argmax(a, axis=0)[None, :], axis=0)[0]
     hard = (y - f_hard) ** 2  # [n]
     # 1/τ capped at the largest float so that the winner's 0 · (1/τ) stays 0 for
     # subnormal τ (the other weights still underflow to exactly 0)
     inv_tau = jnp.minimum(1.0 / taus, jnp.finfo(taus.dtype).max)[:, None]  # [T, 1]
-    sums = _gate_sums(z.T, f.T, inv_tau, full)
+    sums = _gate_sums(z, f, inv_tau, full)
     S = sums[0]
     soft = (y[None, :] - sums[1] / S) ** 2  # [T, n]
     if not full:
@@ -390,7 +393,7 @@ def _chunk_quantities(model, taus, x, y, *, full: bool, mass_factor=2.0, delta=0
     # entropy −Σ π log π with log π_k = z_k/τ − log S; 0·log 0 = 0 since w_k z_k → 0
     ent = jnp.log(S) - sums[2] * inv_tau / S
     amb = (S * (1.0 - delta) > 1.0).astype(S.dtype)  # max gate 1/S < 1 − δ
-    top2 = jax.lax.top_k(a, 2)[0]
+    top2 = jax.lax.top_k(a.T, 2)[0]
     margin = top2[:, 0] - top2[:, 1]  # Δ (2.6), [n]
     mass = (margin[None, :] <= mass_factor * taus[:, None]).astype(soft.dtype)
     return SweepDiagnostics(soft, hard, soft - hard[None, :], mass, amb, ent)
