@@ -77,6 +77,8 @@ class LinearOperator:
         gauge: `[P, G]` orthonormal basis projected out, or `None`.
         matrix: the dense `[P, P]` matrix when the operator was built from one
             (then `dense()` returns it unchanged), else `None`.
+        matmat: `U: [P, b] -> A U: [P, b]` in one pass where the operator has
+            one (the structured soft-risk Hessian), else `None`; `apply` uses it.
 
     >>> op = linear_operator(lambda u: 2.0 * u, 3)
     >>> op.dense().tolist()
@@ -89,6 +91,13 @@ class LinearOperator:
     unravel: Callable | None = None
     gauge: jax.Array | None = None
     matrix: jax.Array | None = None
+    matmat: Callable | None = None
+
+    def apply(self, U: jax.Array) -> jax.Array:
+        """`A U` for a block `U: [P, b]`: `matmat`, else `matvec` mapped over the columns."""
+        if self.matmat is not None:
+            return self.matmat(U)
+        return jax.vmap(self.matvec, in_axes=1, out_axes=1)(U)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -106,7 +115,7 @@ class LinearOperator:
         return self.size - self.gauge_dim
 
     def project(self, u: jax.Array) -> jax.Array:
-        """`Π u = u − G (Gᵀ u)` in `u`'s dtype (`u` itself without a gauge); `u: [P]`."""
+        """`Π u = u − G (Gᵀ u)` in `u`'s dtype (`u` itself without a gauge); `u: [P]`, `[P, b]`."""
         if self.gauge is None:
             return u
         G = self.gauge.astype(u.dtype)
@@ -205,16 +214,22 @@ def flat_loss(loss_fn: Callable, params):
     return f, flat, unravel
 
 
-def _with_gauge(matvec: Callable, size: int, dtype, unravel, G) -> LinearOperator:
+def _with_gauge(matvec: Callable, size: int, dtype, unravel, G, matmat=None) -> LinearOperator:
     """The operator `u ↦ Π A Π u` (or `A u` when `G` is None) in `dtype`."""
-    op = LinearOperator(matvec, size, dtype, unravel, G)
+    op = LinearOperator(matvec, size, dtype, unravel, G, matmat=matmat)
     if G is None:
         return op
 
     def projected(u):
         return op.project(matvec(op.project(u)))
 
-    return dataclasses.replace(op, matvec=projected)
+    block = None
+    if matmat is not None:
+
+        def block(U):
+            return op.project(matmat(op.project(U)))
+
+    return dataclasses.replace(op, matvec=projected, matmat=block)
 
 
 def _hessian_operator(loss_fn: Callable, params, G=None) -> LinearOperator:
@@ -523,15 +538,16 @@ def _structured_hessian(model, data: _Data, G, tau, whole_ok: bool) -> LinearOpe
     flat, unravel = ravel_arrays(model)
     x, y = data.arrays
     fits = _structured.factor_elements(model, data.n) <= _structured.WHOLE_ELEMENTS
+    matmat = None
     if data.chunk >= data.n or (whole_ok and fits):
-        matvec = _structured.whole_matvec(model, x, y, tau)
+        matvec, matmat = _structured.whole_matvec(model, x, y, tau)
     else:
         hvp = _structured.chunk_hvp(model, tau)
 
         def matvec(u):
             return _sample_mean(hvp, data, flat, flat, u.astype(flat.dtype))
 
-    return _with_gauge(matvec, flat.shape[0], flat.dtype, unravel, G)
+    return _with_gauge(matvec, flat.shape[0], flat.dtype, unravel, G, matmat)
 
 
 def linear_operator(matvec: Callable, size: int, dtype=None, *, gauge=None) -> LinearOperator:

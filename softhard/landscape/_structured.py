@@ -34,6 +34,7 @@ peak memory one chunk's).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -156,13 +157,11 @@ def _apply_top1(fac, da, df, axis: int = -1):
         return jnp.sum(u * v, axis=axis, keepdims=True)
 
     wa, wf, qa = dot(w, da), dot(w, df), dot(q, da)
-    m = -2.0 * jnp.expand_dims(r, axis)
-    # 2 ∇f_τ (∇f_τ · v) − 2 r ∇²f_τ v
-    s = 2.0 * (inv * qa + wf)
-    haa = inv * inv * (q * da - w * qa - q * wa)
-    sb = inv * w * (df - wf)
-    sa = inv * w * (da - wa)
-    return s * inv * q + m * (haa + sb), s * w + m * sa
+    mi = -2.0 * jnp.expand_dims(r, axis) * inv
+    # 2 ∇f_τ (∇f_τ · v) − 2 r ∇²f_τ v, collected: with e = s + (−2r/τ)(da − w·da),
+    # s = 2(q·da/τ + w·df), the a-part is (q e + (−2r) w (df − w·df − q·da/τ))/τ, the f-part w e
+    e = 2.0 * (inv * qa + wf) + mi * (da - wa)
+    return inv * q * e + mi * w * (df - wf - inv * qa), w * e
 
 
 def _apply_c(fac, da, df):
@@ -227,12 +226,24 @@ def _affine_top1_factors(model, x, y, tau):
 
 
 def _affine_top1_sums(theta, beta, fac, x):
-    """`(Σ_n c_n x_nᵀ: [2K, d], Σ_n c_n: [2K])`, `c_n = C_n (Θ x_n + β)` (closed form)."""
-    K = theta.shape[0] // 2
-    z = _affine_z(theta, beta, x)
-    ca, cf = _apply_top1(fac, z[:K], z[K:], axis=0)
-    c = jnp.concatenate([ca, cf])  # [2K, N]
-    return jnp.dot(c, x, precision=_HP), jnp.sum(c, 1)
+    """`(Σ_n c_n x_nᵀ: [b, 2K, d], Σ_n c_n: [b, 2K])`, `c_n = C_n (Θ x_n + β)` (closed form).
+
+    For `b` directions at once (`Θ: [b, 2K, d]`, `β: [b, 2K]`): one `[b·2K, d]`
+    matmul each way, so a block of directions reads `x` and the factors once.
+    """
+    b, K2, d = theta.shape
+    K = K2 // 2
+    if b == 1:  # two-dimensional throughout: the [1, K, N] layout runs slower
+        z = _affine_z(theta[0], beta[0], x)
+        ca, cf = _apply_top1(fac, z[:K], z[K:], axis=0)
+        c = jnp.concatenate([ca, cf])  # [2K, N]
+        return jnp.dot(c, x, precision=_HP)[None], jnp.sum(c, 1)[None]
+    z = _affine_z(theta.reshape(b * K2, d), beta.reshape(b * K2), x).reshape(b, K2, -1)
+    _, w, q, r, inv = fac
+    fac = ("top1", w[None], q[None], r[None], inv)  # [1, K, N], [1, K, N], [1, N]
+    ca, cf = _apply_top1(fac, z[:, :K], z[:, K:], axis=-2)
+    c = jnp.concatenate([ca, cf], axis=1).reshape(b * K2, -1)  # [b·2K, N]
+    return jnp.dot(c, x, precision=_HP).reshape(b, K2, d), jnp.sum(c, 1).reshape(b, K2)
 
 
 def _affine_pack(du, g_theta, g_beta):
@@ -250,13 +261,40 @@ def _affine_top1_hvp(unravel, fac, x, u):
     """`(1/N) Jᵀ C J u` for a linear router and linear experts, `C` in closed form."""
     du = unravel(u)
     theta, beta = _affine_split(du)
-    g_theta, g_beta = _affine_top1_sums(theta, beta, fac, x)
+    g_theta, g_beta = _affine_top1_sums(theta[None], beta[None], fac, x)
     n = x.shape[0]
-    return _affine_pack(du, g_theta / n, g_beta / n)
+    return _affine_pack(du, g_theta[0] / n, g_beta[0] / n)
 
 
-#: samples per block of the whole-sample top-1 linear matvec (cache-sized blocks)
-FAST_BLOCK = 4096
+#: bytes of one block's working set (`x` rows and the `[2K]` factors and products)
+#: in the whole-sample top-1 linear matvec: cache-sized blocks
+FAST_BLOCK_BYTES = 1 << 22
+
+#: samples per block of that matvec, or None for `fast_block` (tests set it small)
+FAST_BLOCK: int | None = None
+
+#: blocks of the whole-sample matvec unrolled per scan step (fewer loop iterations)
+FAST_UNROLL = 8
+
+
+def fast_block(K: int, d: int, itemsize: int) -> int:
+    """Samples per block: the power of two nearest `FAST_BLOCK_BYTES / ((d + 4K) · itemsize)`.
+
+    Clipped to `[1024, 65536]`; 8192 for `K = 8, d = 32` in float64.
+    """
+    per = (d + 4 * K) * itemsize
+    return int(min(1 << 16, max(1 << 10, 1 << round(math.log2(FAST_BLOCK_BYTES / per)))))
+
+
+def _reblock(xs, w, q, r, *, sub: int):
+    """Blocks `xs: [B, b, d]`, `w, q: [B, K, b]`, `r: [B, b]` split into `sub`-sample blocks."""
+    B, b, d = xs.shape
+    m = b // sub
+
+    def split(a):  # [B, K, b] -> [B·m, K, sub]
+        return a.reshape(B, a.shape[1], m, sub).transpose(0, 2, 1, 3).reshape(B * m, -1, sub)
+
+    return xs.reshape(B * m, sub, d), split(w), split(q), r.reshape(B * m, sub)
 
 
 def _affine_top1_whole(model, unravel, x, y, tau, block: int | None = None):
@@ -268,6 +306,8 @@ def _affine_top1_whole(model, unravel, x, y, tau, block: int | None = None):
     """
     n, d = x.shape
     block = FAST_BLOCK if block is None else block
+    if block is None:
+        block = fast_block(model.router.W.shape[0], d, jnp.dtype(x.dtype).itemsize)
     full, rem = divmod(n, block)
     xs = x[: full * block].reshape(full, block, d)
     ys = y[: full * block].reshape(full, block)
@@ -275,9 +315,11 @@ def _affine_top1_whole(model, unravel, x, y, tau, block: int | None = None):
     facs = jax.vmap(lambda xc, yc: _affine_top1_factors(model, xc, yc, tau)[1:4])(xs, ys)
     tail = _affine_top1_factors(model, x[full * block :], y[full * block :], tau) if rem else None
 
-    def matvec(u):
-        du = unravel(u)
-        theta, beta = _affine_split(du)
+    K = model.router.W.shape[0]
+
+    def matmat(U):  # [P, b] -> [P, b]
+        du = jax.vmap(unravel, in_axes=1)(U)
+        theta, beta = jax.vmap(_affine_split)(du)  # [b, 2K, d], [b, 2K]
         acc = (jnp.zeros_like(theta), jnp.zeros_like(beta))
 
         def body(acc, inp):
@@ -286,13 +328,20 @@ def _affine_top1_whole(model, unravel, x, y, tau, block: int | None = None):
             return (acc[0] + gt, acc[1] + gb), None
 
         if full:
-            acc = jax.lax.scan(body, acc, (xs, *facs))[0]
+            # b directions multiply the working set by b: sub-blocks of `sub` samples
+            sub = min(block, fast_block(K, d, jnp.dtype(x.dtype).itemsize * U.shape[1]))
+            blocks = (xs, *facs) if block % sub else _reblock(xs, *facs, sub=sub)
+            steps = blocks[0].shape[0]
+            acc = jax.lax.scan(body, acc, blocks, unroll=min(steps, FAST_UNROLL))[0]
         if rem:
             gt, gb = _affine_top1_sums(theta, beta, tail, x[full * block :])
             acc = (acc[0] + gt, acc[1] + gb)
-        return _affine_pack(du, acc[0] / n, acc[1] / n)
+        return jax.vmap(_affine_pack, out_axes=1)(du, acc[0] / n, acc[1] / n)
 
-    return matvec
+    def matvec(u):
+        return matmat(u[:, None])[:, 0]
+
+    return matvec, matmat
 
 
 def _fast(model) -> bool:
@@ -300,12 +349,16 @@ def _fast(model) -> bool:
 
 
 def whole_matvec(model, x, y, tau):
-    """The structured `u ↦ ∇²L u` on the whole sample, linearised once: `[P] -> [P]`."""
+    """`(matvec, matmat)`: the structured `u ↦ ∇²L u` on the whole sample, linearised once.
+
+    `matvec: [P] -> [P]`; `matmat: [P, b] -> [P, b]` applies it to `b` columns in
+    one pass over the sample (linear router and experts, top-1), else None.
+    """
     BUILDS["whole"] += 1
     flat, unravel = ravel_arrays(model)
     if _fast(model):
-        fast = _affine_top1_whole(model, unravel, x, y, tau)
-        return lambda u: fast(u.astype(flat.dtype))
+        fast, fast_block = _affine_top1_whole(model, unravel, x, y, tau)
+        return (lambda u: fast(u.astype(flat.dtype))), (lambda U: fast_block(U.astype(flat.dtype)))
     n = x.shape[0]
     jvp, vjp, fac, second = _parts(model, unravel, flat, x, y, tau)
     lin2 = None if second is None else jax.linearize(second, flat)[1]
@@ -319,7 +372,7 @@ def whole_matvec(model, x, y, tau):
             out = out + lin2(u)
         return out
 
-    return matvec
+    return matvec, None
 
 
 def chunk_hvp(model, tau):
