@@ -316,6 +316,10 @@ def case_hessian(quick: bool, repeats: int) -> dict:
     finds the top eigenvalues by power iteration with deflation, run here to a
     relative change of 1e-10 per eigenvalue or 200 products (its own stopping rule), float64.
 
+    `softhard_mixed_s` is the same call with `matvec_dtype=jnp.float32`: the
+    Lanczos steps on float32 products, their 20 extreme Ritz vectors refined by
+    one float64 Rayleigh–Ritz step (float64 answers, checked against `eigh`).
+
     Both run Lanczos with full reorthogonalisation and the same number of
     Hessian-vector products (`lanczos_steps`) on the same model and sample, in
     float64 (the headline figures) and again in float32 (matvecs and basis in
@@ -341,7 +345,7 @@ def case_hessian(quick: bool, repeats: int) -> dict:
     B, c = rng.normal(size=(K, d)) / np.sqrt(d), rng.normal(size=K)
     x, y = rng.normal(size=(n, d)), rng.normal(size=n)
 
-    def ours(dtype, structured=True):
+    def ours(dtype, structured=True, matvec_dtype=None):
         # the user's call: the built-in loss with its data, so the structured
         # HVP (J^T C J per sample, cached at the point) is used
         model = sh.MoE(sh.LinearRouter(W, b), sh.LinearExperts(B, c))
@@ -352,7 +356,7 @@ def case_hessian(quick: bool, repeats: int) -> dict:
         def top(m):
             return hessian_spectrum(
                 sh.soft_risk, m, k, data=(xj, yj), tau=t_, which="magnitude",
-                num_matvecs=steps, structured=structured,
+                num_matvecs=steps, structured=structured, matvec_dtype=matvec_dtype,
             ).eigenvalues  # fmt: skip
 
         top = jax.jit(top)
@@ -414,6 +418,7 @@ def case_hessian(quick: bool, repeats: int) -> dict:
         dense = np.linalg.eigvalsh(np.asarray(dense_hessian(loss64, model64)))
         ref = np.sort(dense[np.argsort(-np.abs(dense))[:k]])
         rel = lambda v: _max_rel(v, ref)
+        tm64, vm64, _ = ours(jnp.float64, matvec_dtype=jnp.float32)
         tg64, vg64, _ = ours(jnp.float64, structured=False)
         t32, v32, _ = ours(jnp.float32)
         th64, w64 = theirs(torch.float64)
@@ -439,6 +444,11 @@ def case_hessian(quick: bool, repeats: int) -> dict:
         "max_rel_diff_softhard_vs_eigenthings": _max_rel(v64, w64),
         "max_rel_err_softhard_vs_eigh": rel(v64),
         "max_rel_err_eigenthings_vs_eigh": rel(w64),
+        "softhard_mixed_s": tm64,
+        "speedup_vs_hessian_eigenthings_mixed": th64 / tm64,
+        "speedup_vs_pyhessian_mixed": tp64 / tm64,
+        "max_rel_err_softhard_mixed_vs_eigh": rel(vm64),
+        "max_rel_diff_softhard_mixed_vs_eigenthings": _max_rel(vm64, w64),
         "softhard_generic_hvp_s": tg64,
         "structured_over_generic_speedup": tg64 / t64,
         "max_rel_diff_structured_vs_generic": _max_rel(v64, vg64),
