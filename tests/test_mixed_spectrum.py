@@ -167,3 +167,17 @@ def test_block_product_equals_columns(dtype, monkeypatch):
         tol = 1e-12 if dtype == jnp.float64 else 1e-5
         scale = float(jnp.max(jnp.abs(cols)))
         assert float(jnp.max(jnp.abs(block - cols))) <= tol * scale
+
+
+def test_refined_spectrum_sweep_keeps_float64_answers():
+    """`spectrum_sweep`'s loss closes over a float64 τ: the products are cast back, not promoted."""
+    model, x, y = _problem(6, n=400)
+    taus = jnp.array([0.2, 0.5])
+    loss = lambda p, t: sh.soft_risk(p, x, y, t)
+    kw = dict(which="largest", num_matvecs=16, matvec_dtype=jnp.float32)  # P = 32: Lanczos
+    got = L.spectrum_sweep(loss, model, taus, 2, **kw)
+    for i, t in enumerate(taus):
+        H = L.hessian(lambda m, t=t: sh.soft_risk(m, x, y, t), model)
+        ref = np.linalg.eigvalsh(np.asarray(H))[-2:]
+        np.testing.assert_allclose(got.eigenvalues[i], ref, rtol=1e-10)
+    assert got.residuals.shape == (2, 2)

@@ -484,7 +484,13 @@ def _low_operator(loss_fn, params, op, dtype, data, chunk_size, mesh, loss_kwarg
             loss_kwargs=cast(dict(loss_kwargs)),
         )
     G = None if op.gauge is None else op.gauge.astype(dtype)
-    return _with_gauge(low.matvec, low.size, low.dtype, low.unravel, G)
+
+    def matvec(u):
+        # a loss that closes over a higher-precision array (`spectrum_sweep`'s τ)
+        # promotes its products: cast back, so the Lanczos basis keeps `dtype`
+        return low.matvec(u).astype(dtype)
+
+    return _with_gauge(matvec, low.size, dtype, low.unravel, G)
 
 
 def _ritz_bounds(theta, res, idx):
