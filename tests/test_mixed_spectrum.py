@@ -173,15 +173,19 @@ def test_block_product_equals_columns(dtype, monkeypatch):
         assert float(jnp.max(jnp.abs(block - cols))) <= tol * scale
 
 
-def test_refined_spectrum_sweep_keeps_float64_answers():
-    """`spectrum_sweep`'s loss closes over a float64 τ: the products are cast back, not promoted."""
+def test_refined_keeps_float64_answers_of_a_loss_closing_over_float64():
+    """A loss closing over a float64 array (as `spectrum_sweep`'s does over τ) has float64
+    products even on float32 parameters: the refinement still answers to float64 accuracy."""
     model, x, y = _problem(6, n=400)
-    taus = jnp.array([0.2, 0.5])
-    loss = lambda p, t: sh.soft_risk(p, x, y, t)
-    kw = dict(which="largest", num_matvecs=16, matvec_dtype=jnp.float32)  # P = 32: Lanczos
-    got = L.spectrum_sweep(loss, model, taus, 2, **kw)
-    ref = jax.jit(
-        jax.vmap(lambda t: jnp.linalg.eigvalsh(L.hessian(lambda m: loss(m, t), model))[-2:])
-    )(taus)
-    np.testing.assert_allclose(got.eigenvalues, ref, rtol=1e-10)
-    assert got.residuals.shape == (2, 2)
+    tau = jnp.asarray(0.2, jnp.float64)
+
+    def loss(m, xc, yc):
+        return sh.soft_risk(m, xc, yc, tau)
+
+    spec = L.hessian_spectrum(
+        loss, model, 2, data=(x, y), which="largest", num_matvecs=16, matvec_dtype=jnp.float32
+    )
+    H = L.hessian(lambda m: sh.soft_risk(m, x, y, tau), model)
+    ref = np.linalg.eigvalsh(np.asarray(H))[-2:]
+    np.testing.assert_allclose(spec.eigenvalues, ref, rtol=1e-10)
+    assert spec.eigenvalues.dtype == jnp.float64 and spec.residuals.shape == (2,)
