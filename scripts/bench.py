@@ -25,17 +25,12 @@ import softhard as sh
 
 
 def _best_time(fn, repeats: int) -> float:
-    fn()  # warm-up: compilation and caches
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    """Best of `repeats` timed calls of `fn`, after one warm-up (compilation and caches)."""
+    return _best_times([fn], repeats)[0]
 
 
 def _best_times(fns, repeats: int) -> list:
-    """`_best_time` of each of `fns`, timed in turn within each repeat.
+    """Best time of each of `fns` (one warm-up each), timed in turn within each repeat.
 
     For a ratio of two timings: both see the same machine conditions (this
     shared machine's load drifts by ±20 % between runs seconds apart).

@@ -357,8 +357,8 @@ def whole_matvec(model, x, y, tau):
     BUILDS["whole"] += 1
     flat, unravel = ravel_arrays(model)
     if _fast(model):
-        fast, fast_block = _affine_top1_whole(model, unravel, x, y, tau)
-        return (lambda u: fast(u.astype(flat.dtype))), (lambda U: fast_block(U.astype(flat.dtype)))
+        fast, fast_mm = _affine_top1_whole(model, unravel, x, y, tau)
+        return (lambda u: fast(u.astype(flat.dtype))), (lambda U: fast_mm(U.astype(flat.dtype)))
     n = x.shape[0]
     jvp, vjp, fac, second = _parts(model, unravel, flat, x, y, tau)
     lin2 = None if second is None else jax.linearize(second, flat)[1]
